@@ -1,0 +1,15 @@
+"""Eval registry: `eval.tasks` in a run config (or `python -m evals.run --evals`) picks by name.
+
+Each entry is a module exposing `NAME`, `VERSION` and `evaluate(ctx: EvalContext, options: dict)
+-> EvalResult` (see evals.base). One file per eval, one line here.
+"""
+
+from __future__ import annotations
+
+from research.registry import Registry
+
+EVALS = Registry(
+    "eval",
+    {
+    },
+)

@@ -1,0 +1,263 @@
+"""The baseline decoder-only transformer, readable in one sitting.
+
+Pre-norm blocks (attention, then a feed-forward network), each adding into a residual stream that
+starts from the token embedding (plus a positional embedding where `pos` asks for one). Choices
+that the literature varies are config keys: positional encoding (learned as GPT-2, sinusoidal as
+Vaswani et al. 2017, rotary as Su et al. 2021), LayerNorm or RMSNorm, GELU or SwiGLU feed-forward,
+grouped-query attention, biases, tied input/output embeddings.
+
+Variants subclass `GPT` and override one piece (`make_block`, `make_attention`, ...); the
+training loop never branches on the architecture.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from research.config import ModelConfig
+from research.models.base import LanguageModel
+
+
+@dataclass
+class GPTConfig(ModelConfig):
+    arch: str = "gpt"
+    n_layer: int = 4
+    n_head: int = 4
+    n_kv_head: int | None = None  # grouped-query attention; None = n_head (plain multi-head)
+    n_embd: int = 128
+    d_ff: int | None = None  # feed-forward width; None = 4 * n_embd (GELU) or 8/3 * n_embd (SwiGLU)
+    block_size: int = 128
+    dropout: float = 0.0
+    pos: Literal["learned", "sinusoidal", "rope", "none"] = "learned"
+    norm: Literal["layernorm", "rmsnorm"] = "layernorm"
+    mlp: Literal["gelu", "swiglu"] = "gelu"
+    bias: bool = False
+    tie_embeddings: bool = True
+    rope_base: float = 10000.0
+
+    def validate(self) -> None:
+        kv = self.n_kv_head or self.n_head
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        if self.n_head % kv:
+            raise ValueError(f"n_head ({self.n_head}) must be divisible by n_kv_head ({kv})")
+        if self.pos == "rope" and (self.n_embd // self.n_head) % 2:
+            raise ValueError("rope needs an even head size (n_embd / n_head)")
+        for name in ("n_layer", "n_head", "n_embd", "block_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError("dropout must be in [0, 1)")
+
+    @property
+    def ff_width(self) -> int:
+        if self.d_ff is not None:
+            return self.d_ff
+        if self.mlp == "swiglu":  # keeps the parameter count of a 4x GELU MLP (Shazeer 2020)
+            return 64 * math.ceil(8 * self.n_embd / 3 / 64)
+        return 4 * self.n_embd
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
+
+
+def make_norm(kind: str, dim: int, bias: bool) -> nn.Module:
+    return RMSNorm(dim) if kind == "rmsnorm" else nn.LayerNorm(dim, bias=bias)
+
+
+def sinusoidal_table(n_pos: int, dim: int) -> torch.Tensor:
+    """Vaswani et al. (2017), section 3.5: sin on even, cos on odd channels."""
+    pos = torch.arange(n_pos, dtype=torch.float32)[:, None]
+    inv = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    table = torch.zeros(n_pos, dim)
+    table[:, 0::2] = torch.sin(pos * inv)
+    table[:, 1::2] = torch.cos(pos * inv)[:, : dim // 2]
+    return table
+
+
+class Rotary(nn.Module):
+    """Rotary position embedding (Su et al. 2021), rotating channel pairs (i, i + d/2)."""
+
+    def __init__(self, head_dim: int, max_len: int, base: float):
+        super().__init__()
+        inv = 1.0 / base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+        angles = torch.outer(torch.arange(max_len, dtype=torch.float32), inv)  # (T, hd/2)
+        self.register_buffer("cos", angles.cos(), persistent=False)
+        self.register_buffer("sin", angles.sin(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, H, T, hd)
+        T = x.shape[-2]
+        cos, sin = self.cos[:T].to(x.dtype), self.sin[:T].to(x.dtype)
+        x1, x2 = x.chunk(2, dim=-1)
+        return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: GPTConfig, dim: int | None = None):
+        super().__init__()
+        dim = dim or cfg.n_embd
+        self.n_head = cfg.n_head
+        self.n_kv_head = cfg.n_kv_head or cfg.n_head
+        self.head_dim = dim // cfg.n_head
+        self.qkv = nn.Linear(dim, (self.n_head + 2 * self.n_kv_head) * self.head_dim, bias=cfg.bias)
+        self.proj = nn.Linear(dim, dim, bias=cfg.bias)
+        self.proj.is_residual_out = True
+        self.dropout = cfg.dropout
+        self.resid_drop = nn.Dropout(cfg.dropout)
+        self.rotary = Rotary(self.head_dim, cfg.block_size, cfg.rope_base) if cfg.pos == "rope" else None
+
+    def split_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        B, T, _ = x.shape
+        q, k, v = self.qkv(x).split(
+            [self.n_head * self.head_dim, self.n_kv_head * self.head_dim, self.n_kv_head * self.head_dim], dim=-1
+        )
+        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
+        k = k.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, Hkv, T, hd)
+        v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
+        if self.rotary is not None:
+            q, k = self.rotary(q), self.rotary(k)
+        return q, k, v
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Causal attention; variants with other masks override this one method."""
+        return F.scaled_dot_product_attention(
+            q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0,
+            enable_gqa=self.n_kv_head != self.n_head,
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        y = self.attend(*self.split_heads(x))  # (B, H, T, hd)
+        y = y.transpose(1, 2).reshape(B, T, C)
+        return self.resid_drop(self.proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: GPTConfig, dim: int | None = None, hidden: int | None = None):
+        super().__init__()
+        dim = dim or cfg.n_embd
+        hidden = hidden or cfg.ff_width
+        self.swiglu = cfg.mlp == "swiglu"
+        self.up = nn.Linear(dim, 2 * hidden if self.swiglu else hidden, bias=cfg.bias)
+        self.down = nn.Linear(hidden, dim, bias=cfg.bias)
+        self.down.is_residual_out = True
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.up(x)
+        if self.swiglu:
+            gate, val = h.chunk(2, dim=-1)
+            h = F.silu(gate) * val
+        else:
+            h = F.gelu(h)
+        return self.drop(self.down(h))
+
+
+class Block(nn.Module):
+    """Pre-norm: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, cfg: GPTConfig, attention: nn.Module, mlp: nn.Module, dim: int | None = None):
+        super().__init__()
+        dim = dim or cfg.n_embd
+        self.norm1 = make_norm(cfg.norm, dim, cfg.bias)
+        self.attn = attention
+        self.norm2 = make_norm(cfg.norm, dim, cfg.bias)
+        self.mlp = mlp
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class GPT(LanguageModel):
+    Config = GPTConfig
+
+    def __init__(self, cfg: GPTConfig, vocab_size: int):
+        super().__init__()
+        self.cfg = cfg
+        self.vocab_size = vocab_size
+        self.block_size = cfg.block_size
+        self.tok_emb = nn.Embedding(vocab_size, cfg.n_embd)
+        self.pos_emb = nn.Embedding(cfg.block_size, cfg.n_embd) if cfg.pos == "learned" else None
+        if cfg.pos == "sinusoidal":
+            self.register_buffer("pos_table", sinusoidal_table(cfg.block_size, cfg.n_embd), persistent=False)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(self.make_block(i) for i in range(cfg.n_layer))
+        self.norm_f = make_norm(cfg.norm, cfg.n_embd, cfg.bias)
+        self.lm_head = nn.Linear(cfg.n_embd, vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.tok_emb.weight
+        self.init_weights_()
+
+    # -- pieces a variant may override ---------------------------------------------------------
+    def make_attention(self, layer: int) -> nn.Module:
+        return CausalSelfAttention(self.cfg)
+
+    def make_mlp(self, layer: int) -> nn.Module:
+        return MLP(self.cfg)
+
+    def make_block(self, layer: int) -> nn.Module:
+        return Block(self.cfg, self.make_attention(layer), self.make_mlp(layer))
+
+    def embed(self, idx: torch.Tensor) -> torch.Tensor:
+        T = idx.shape[1]
+        x = self.tok_emb(idx)  # (B, T, C)
+        if self.pos_emb is not None:
+            x = x + self.pos_emb(torch.arange(T, device=idx.device))
+        elif self.cfg.pos == "sinusoidal":
+            x = x + self.pos_table[:T].to(x.dtype)
+        return self.drop(x)
+
+    # -------------------------------------------------------------------------------------------
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        if idx.shape[1] > self.block_size:
+            raise ValueError(f"sequence of {idx.shape[1]} tokens exceeds block_size {self.block_size}")
+        x = self.embed(idx)
+        for block in self.blocks:
+            x = block(x)
+        return self.lm_head(self.norm_f(x))  # (B, T, V)
+
+    @torch.no_grad()
+    def init_weights_(self) -> None:
+        """GPT-2 init: N(0, 0.02), residual output projections scaled by 1/sqrt(2 * n_layer)."""
+        resid_std = 0.02 / math.sqrt(2 * self.cfg.n_layer)
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                std = resid_std if getattr(module, "is_residual_out", False) else 0.02
+                nn.init.normal_(module.weight, mean=0.0, std=std)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def embedding_parameters(self) -> list[nn.Parameter]:
+        params = [self.tok_emb.weight, self.lm_head.weight]
+        if self.pos_emb is not None:
+            params.append(self.pos_emb.weight)
+        return params
+
+    def flops_per_token(self, seq_len: int) -> float:
+        """6N + 12 L d T (Kaplan et al. 2020 / PaLM appendix B, as nanoGPT's MFU estimate).
+
+        N counts every matmul weight, the unembedding included, but not lookups (position
+        embeddings, an untied input embedding). The second term is attention over T tokens.
+        """
+        n = self.num_params()
+        if self.pos_emb is not None:
+            n -= self.pos_emb.weight.numel()
+        if not self.cfg.tie_embeddings:
+            n -= self.tok_emb.weight.numel()
+        return 6.0 * n + 12.0 * self.cfg.n_layer * self.cfg.n_embd * seq_len
