@@ -18,6 +18,11 @@ class LanguageModel(nn.Module):
     #: longest context the model can attend to; None for models without a limit (RNNs, n-grams)
     block_size: int | None = None
 
+    @classmethod
+    def tiny_config(cls) -> ModelConfig:
+        """A debug size that builds and runs in milliseconds; every model test uses it."""
+        return cls.Config()
+
     def embedding_parameters(self) -> list[nn.Parameter]:
         """Parameters that are lookup tables (token/position embeddings, an untied unembedding)."""
         return []

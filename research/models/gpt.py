@@ -202,6 +202,10 @@ class GPT(LanguageModel):
             self.lm_head.weight = self.tok_emb.weight
         self.init_weights_()
 
+    @classmethod
+    def tiny_config(cls) -> GPTConfig:
+        return cls.Config(n_layer=2, n_head=2, n_embd=32, block_size=32)
+
     # -- pieces a variant may override ---------------------------------------------------------
     def make_attention(self, layer: int) -> nn.Module:
         return CausalSelfAttention(self.cfg)
