@@ -50,6 +50,9 @@ class TokenizerConfig:
     kind: str = "char"  # char | word | bpe
     vocab_size: int | None = None  # bpe: target size (required); word: cap, rarer words -> <unk>
     lowercase: bool = False
+    # word: "words" splits punctuation off words; "whitespace" keeps a pre-tokenised corpus's own
+    # tokens (PTB, WikiText), so per-token perplexity matches the published per-word figures
+    split: Literal["words", "whitespace"] = "words"
 
 
 @dataclass

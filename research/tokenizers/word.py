@@ -49,20 +49,22 @@ def detokenize(tokens: list[str]) -> str:
 class WordTokenizer(Tokenizer):
     kind = "word"
 
-    def __init__(self, words: list[str], lowercase: bool = False):
+    def __init__(self, words: list[str], lowercase: bool = False, split: str = "words"):
         self.words = list(words)
         self.lowercase = lowercase
+        self.split_mode = split
         self.itos = [EOT, UNK, *[w for w in self.words if w not in (EOT, UNK)]]
         self.stoi = {w: i for i, w in enumerate(self.itos)}
         self.eot_id, self.unk_id = 0, 1
         self.vocab_size = len(self.itos)
 
     def split(self, text: str) -> list[str]:
-        return TOKEN_RE.findall(text.lower() if self.lowercase else text)
+        text = text.lower() if self.lowercase else text
+        return text.split() if self.split_mode == "whitespace" else TOKEN_RE.findall(text)
 
     @classmethod
     def train(cls, cfg, docs: list[str]) -> WordTokenizer:
-        probe = cls([], cfg.lowercase)
+        probe = cls([], cfg.lowercase, cfg.split)
         counts: Counter[str] = Counter()
         for d in docs:
             counts.update(probe.split(d))
@@ -70,7 +72,7 @@ class WordTokenizer(Tokenizer):
         ranked = sorted(counts, key=lambda w: (-counts[w], w))
         if cfg.vocab_size is not None:
             ranked = ranked[: max(cfg.vocab_size - 2, 0)]
-        return cls(ranked, cfg.lowercase)
+        return cls(ranked, cfg.lowercase, cfg.split)
 
     def encode(self, text: str) -> list[int]:
         get, unk = self.stoi.get, self.unk_id
@@ -80,9 +82,9 @@ class WordTokenizer(Tokenizer):
         return detokenize([self.itos[i] for i in ids if i != self.eot_id])
 
     def state(self) -> dict:
-        return {"words": self.words, "lowercase": self.lowercase}
+        return {"words": self.words, "lowercase": self.lowercase, "split": self.split_mode}
 
     @classmethod
     def load(cls, path: Path) -> WordTokenizer:
         meta = json.loads((Path(path) / "tokenizer.json").read_text())
-        return cls(meta["words"], meta["lowercase"])
+        return cls(meta["words"], meta["lowercase"], meta.get("split", "words"))

@@ -1,0 +1,59 @@
+"""Loading a finished cell back: its model weights, tokenizer and resolved config.
+
+Weights are stored as a plain state dict (`model.pt`) and loaded with `weights_only=True`, so a
+results folder from elsewhere cannot run code on load.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+
+from research.config import RunConfig
+from research.errors import UserError
+from research.models import build_model
+from research.tokenizers import load_tokenizer
+
+
+@dataclass
+class LoadedCell:
+    model: torch.nn.Module
+    tokenizer: object
+    config: RunConfig
+    cell_dir: Path
+
+
+def save_weights(model: torch.nn.Module, path: Path) -> None:
+    import io
+
+    from research.io import atomic_write_bytes
+
+    buf = io.BytesIO()
+    torch.save({"state_dict": model.state_dict()}, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def read_config(cell_dir: Path) -> RunConfig:
+    file = Path(cell_dir) / "config.yaml"
+    if not file.exists():
+        raise UserError(f"{file}: not found; is {cell_dir} a cell folder (results/<grid>/<cell>)?")
+    return RunConfig.from_dict(yaml.safe_load(file.read_text()), where="")
+
+
+def load_cell(cell_dir, device: str = "cpu") -> LoadedCell:
+    cell_dir = Path(cell_dir)
+    config = read_config(cell_dir)
+    weights = cell_dir / "model.pt"
+    if not weights.exists():
+        raise UserError(f"{weights}: no trained weights; the cell has not finished (re-run its grid)")
+    tokenizer = load_tokenizer(cell_dir / "tokenizer")
+    model = build_model(config.model, tokenizer.vocab_size)
+    state = torch.load(weights, map_location=device, weights_only=True)["state_dict"]
+    if getattr(model, "trainable", True) is False and hasattr(model, "load_fitted"):
+        model.load_fitted(state)
+    else:
+        model.load_state_dict(state)
+    return LoadedCell(model.to(device).eval(), tokenizer, config, cell_dir)

@@ -1,0 +1,98 @@
+"""Document cleaning, with a count of everything changed or dropped (recorded with each cell).
+
+Why each step: HF copies of TinyStories carry UTF-8 decoded as cp1252 ('â€œ' for '“'), so bytes
+and tokens differ by source unless repaired; NFC makes visually equal strings byte-equal; a
+story cut off mid-sentence teaches a model to stop mid-sentence.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections import Counter
+
+from research.data.corpus import Corpus
+
+# Characters that a UTF-8 byte sequence turns into when decoded as cp1252 (or latin-1 for the
+# five bytes cp1252 leaves undefined). A run of them that re-encodes to valid UTF-8 is mojibake.
+_CP1252_EXTRA = "€‚ƒ„…†‡ˆ‰Š‹ŒŽ‘’“”•–—˜™š›œžŸ"
+_MOJIBAKE_RUN = re.compile(f"[\u00c2-\u00f4][\u0080-\u00bf{re.escape(_CP1252_EXTRA)}]+")
+_SENTENCE_END = re.compile(r"[.!?…][\"'”’)\]]*\s*$")
+_WORD = re.compile(r"[A-Za-z]+(?:'[a-z]+)?")
+
+
+def _to_byte(ch: str) -> int:
+    try:
+        return ch.encode("cp1252")[0]
+    except UnicodeEncodeError:
+        code = ord(ch)
+        if code < 256:
+            return code  # latin-1 control range, undefined in cp1252
+        raise
+
+
+def fix_mojibake(text: str) -> str:
+    """Repair UTF-8 text that was decoded as cp1252 somewhere upstream ('â€œ' -> '“')."""
+
+    def repair(m: re.Match) -> str:
+        run = m.group(0)
+        try:
+            return bytes(_to_byte(c) for c in run).decode("utf-8")
+        except (UnicodeEncodeError, UnicodeDecodeError):
+            return run
+
+    return _MOJIBAKE_RUN.sub(repair, text) if not text.isascii() else text
+
+
+def is_complete(doc: str) -> bool:
+    """A document is complete when it ends a sentence (., !, ? or …, optionally closing a quote)."""
+    return bool(_SENTENCE_END.search(doc))
+
+
+def clean_docs(docs: list[str], cfg, vocab: set[str] | None = None) -> tuple[list[str], dict]:
+    counts: Counter[str] = Counter(docs_in=len(docs))
+    out = []
+    for doc in docs:
+        if cfg.fix_encoding:
+            fixed = fix_mojibake(doc)
+            counts["encoding_repaired"] += fixed != doc
+            doc = fixed
+        if cfg.normalize != "none":
+            norm = unicodedata.normalize(cfg.normalize, doc)
+            counts["normalized"] += norm != doc
+            doc = norm
+        doc = doc.strip()
+        if len(doc) < cfg.min_chars:
+            counts["dropped_short"] += 1
+            continue
+        if cfg.drop_incomplete and not is_complete(doc):
+            counts["dropped_incomplete"] += 1
+            continue
+        if vocab is not None and any(w.lower() not in vocab for w in _WORD.findall(doc)):
+            counts["dropped_vocab"] += 1
+            continue
+        out.append(doc)
+    counts["docs_out"] = len(out)
+    return out, dict(counts)
+
+
+def top_words(docs: list[str], n: int) -> set[str]:
+    counts: Counter[str] = Counter()
+    for d in docs:
+        counts.update(w.lower() for w in _WORD.findall(d))
+    return {w for w, _ in counts.most_common(n)}
+
+
+def clean_corpus(corpus: Corpus, cfg) -> Corpus:
+    """Clean every split; a vocabulary restriction is fitted on the (cleaned) training split."""
+    stats = {}
+    train, stats["train"] = clean_docs(corpus.train, cfg)
+    vocab = None
+    if cfg.restrict_vocab is not None:
+        vocab = top_words(train, cfg.restrict_vocab)
+        train, stats["train_vocab"] = clean_docs(train, cfg, vocab)
+    val, stats["val"] = clean_docs(corpus.val, cfg, vocab)
+    test = None
+    if corpus.test is not None:
+        test, stats["test"] = clean_docs(corpus.test, cfg, vocab)
+    return Corpus(train, val, test, {**corpus.meta, "cleaning": stats})

@@ -1,0 +1,83 @@
+"""The one LightningModule: next-token cross-entropy for any registered model.
+
+The network is injected through the model registry; this module holds the loss, the optimizer
+and schedule, and the logging (`train/loss`, `val/loss`, `val/bpb`, `lr`). Losses are in nats per
+token; bits per byte use the split's bytes-per-token ratio, so tokenizers compare fairly.
+
+Recurrent models (`model.recurrent`) get contiguous streams and truncated back-propagation
+through time: the hidden state is carried (detached) from one batch to the next and reset at
+each epoch's start. A non-finite loss stops the run with `DivergedError` (checked on logging
+steps only, so the hot loop has no per-step host synchronisation).
+"""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from research.errors import DivergedError
+from research.models import build_model
+from research.optim import build_optimizer, build_scheduler
+
+
+class LMModule(L.LightningModule):
+    def __init__(self, config: dict, vocab_size: int, eot_id: int, bytes_per_token: float = 1.0):
+        super().__init__()
+        from research.config import RunConfig
+
+        self.save_hyperparameters()
+        self.cfg = RunConfig.from_dict(config)
+        self.model = build_model(self.cfg.model, vocab_size)
+        self.vocab_size = vocab_size
+        self.eot_id = eot_id
+        self.bytes_per_token = bytes_per_token
+        self.recurrent = getattr(self.model, "recurrent", False)
+        self._state = None
+        self._forward = torch.compile(self.model) if self.cfg.train.compile else self.model
+
+    # -- loss -----------------------------------------------------------------------------------
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1))
+
+    def training_step(self, batch, batch_idx):
+        if self.recurrent:
+            x, y, epoch_start = batch
+            if epoch_start or self._state is None:
+                self._state = None
+            reset = (x == self.eot_id) if getattr(self.model.cfg, "reset_at_eot", False) else None
+            logits, state = self.model.step(x, self._state, reset)
+            self._state = _detach(state)
+        else:
+            x, y = batch
+            logits = self._forward(x)
+        loss = self.loss(logits, y)
+        self.log("train/loss", loss, on_step=True, prog_bar=True)
+        if (self.global_step + 1) % self.cfg.train.log_every == 0 and not torch.isfinite(loss):
+            raise DivergedError(f"loss became {loss.item()} at step {self.global_step + 1}")
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch[0], batch[1]
+        loss = self.loss(self.model(x), y)
+        self.log("val/loss", loss, on_epoch=True, prog_bar=True)
+        self.log("val/bpb", loss / math.log(2) / self.bytes_per_token, on_epoch=True)
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        if (self.global_step % self.cfg.train.log_every) == 0:
+            self.log("lr", self.optimizers().param_groups[0]["lr"], on_step=True)
+
+    def configure_optimizers(self):
+        optimizer = build_optimizer(self.model, self.cfg.train)
+        scheduler = build_scheduler(optimizer, self.cfg.train)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def _detach(state):
+    if state is None:
+        return None
+    if isinstance(state, torch.Tensor):
+        return state.detach()
+    return type(state)(_detach(s) for s in state)
