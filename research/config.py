@@ -86,6 +86,7 @@ class TrainConfig:
     devices: int = 1
     compile: bool = False  # torch.compile the inner nn.Module
     progress_bar: bool | None = None  # None: only when stderr is a terminal
+    seq_len: int | None = None  # tokens per training sequence; None: the model's block_size (64 for RNNs)
 
 
 @dataclass

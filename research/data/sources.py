@@ -170,6 +170,9 @@ def download(url: str, preset: str, hint: str) -> Path:
 
 def _hf_load(preset: str, name: str, config: str | None, hint: str):
     if _offline():
+        # read at import time by huggingface_hub: without it the lookup waits about a minute to fail
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
         try:
             import datasets
 

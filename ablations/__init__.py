@@ -1,0 +1,1 @@
+"""Grids of training runs: expand a YAML grid into cells, train and score each, store the results."""

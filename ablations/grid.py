@@ -1,0 +1,190 @@
+"""A grid file -> a validated list of cells.
+
+A grid YAML has `name`, `base` (a nested run config), `grid` (dotted key -> list of values; the
+cells are the cartesian product, in file order), and `seeds`. Optional: `description`,
+`reproduces` (the published number a recipe reproduces; see ablations.reproduce) and `resources`
+(per-cell hardware requests for cluster launchers). A value that is a mapping replaces the whole
+section it names, so `grid: {model: [{arch: gpt, ...}, {arch: lstm, ...}]}` compares families.
+
+Every cell is built and checked before the first one trains, so a typo in the last cell cannot
+waste the hours spent on the first ones. The cell id is readable (the axis values and the seed)
+and ends with a short hash of the cell's own config, so it is stable across runs and changes when
+the config does.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from research.config import RunConfig, get_dotted, set_dotted
+from research.errors import ConfigError, UserError, did_you_mean
+
+TOP_LEVEL = ("name", "description", "base", "grid", "seeds", "reproduces", "resources")
+
+
+@dataclass
+class Cell:
+    id: str
+    index: int
+    seed: int
+    axes: dict[str, Any]  # dotted key -> value for this cell (the grid axes only)
+    config: RunConfig
+    raw: dict  # the user-level config (base + axes + overrides + seed) before defaults
+
+
+@dataclass
+class Grid:
+    name: str
+    description: str
+    cells: list[Cell]
+    axes: list[str]
+    source: Path | None = None
+    reproduces: dict | None = None
+    resources: dict | None = None
+
+
+def parse_value(text: str) -> Any:
+    """`--set key=value`: the value is read as YAML, so `3`, `1e-3`, `true`, `[1, 2]` keep their types."""
+    try:
+        return yaml.safe_load(text) if text != "" else ""
+    except yaml.YAMLError:
+        return text
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected dotted.key=value, e.g. --set train.max_steps=100")
+        out[key.strip()] = parse_value(value)
+    return out
+
+
+def read_grid_file(path: Path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: grid file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{path}:{where}: not valid YAML ({problem})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a grid file is a mapping with keys {', '.join(TOP_LEVEL)}")
+    return raw
+
+
+def load_grid(path: Path | None, overrides: dict[str, Any] | None = None, raw: dict | None = None) -> Grid:
+    raw = read_grid_file(path) if raw is None else raw
+    where = str(path) if path else "grid"
+    for key in raw:
+        if key not in TOP_LEVEL:
+            raise ConfigError(f"{where}: unknown top-level key '{key}'{did_you_mean(key, TOP_LEVEL)}")
+    name = raw.get("name")
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name or ""):
+        raise ConfigError(f"{where}: 'name' must be a folder-safe string (letters, digits, _ . -), got {name!r}")
+    base = raw.get("base") or {}
+    if not isinstance(base, dict):
+        raise ConfigError(f"{where}: 'base' must be a mapping (a run config with data/tokenizer/model/train/eval)")
+    axes = raw.get("grid") or {}
+    if not isinstance(axes, dict):
+        raise ConfigError(f"{where}: 'grid' must map dotted keys to lists of values")
+    for key, values in axes.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{where}: grid.{key} must be a non-empty list of values")
+    seeds = raw.get("seeds", [0])
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
+        raise ConfigError(f"{where}: 'seeds' must be a non-empty list of integers, got {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"{where}: 'seeds' has duplicates: {seeds}")
+
+    overrides = overrides or {}
+    keys = list(axes)
+    cells: list[Cell] = []
+    for combo in itertools.product(*(axes[k] for k in keys)):
+        for seed in seeds:
+            cell_raw = copy.deepcopy(base)
+            point = dict(zip(keys, combo))
+            for key, value in point.items():
+                _set(cell_raw, key, copy.deepcopy(value), f"{where}: grid.{key}")
+            for key, value in overrides.items():
+                _set(cell_raw, key, copy.deepcopy(value), f"--set {key}")
+            _set(cell_raw, "train.seed", seed, f"{where}: seeds")
+            label = cell_label(point, seed)
+            try:
+                config = RunConfig.from_dict(cell_raw)
+            except ConfigError as e:
+                raise ConfigError(f"{where}: cell {label}: {e}") from None
+            _check_files(config, f"{where}: cell {label}")
+            cell_id = f"{label}__{config_hash(cell_raw)}"
+            cells.append(Cell(cell_id, len(cells), seed, point, config, cell_raw))
+    ids = [c.id for c in cells]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise ConfigError(f"{where}: two cells resolve to the same config ({dup}); remove the repeated grid value")
+    return Grid(name, raw.get("description", ""), cells, keys, Path(path) if path else None,
+                raw.get("reproduces"), raw.get("resources"))
+
+
+def _set(tree: dict, dotted: str, value: Any, where: str) -> None:
+    try:
+        set_dotted(tree, dotted, value)
+    except (TypeError, ValueError, KeyError) as e:
+        raise ConfigError(f"{where}: cannot set '{dotted}' ({e})") from None
+
+
+def _check_files(config: RunConfig, where: str) -> None:
+    path = config.data.path
+    if path is not None and not Path(path).expanduser().exists():
+        raise UserError(f"{where}: data.path '{path}' does not exist; point data.path at a local file or folder")
+
+
+def config_hash(raw: dict) -> str:
+    """Hash of what the user wrote for this cell (not the defaults), so adding a field with a
+    default to the code does not rename every finished cell."""
+    blob = json.dumps(raw, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:6]
+
+
+def cell_label(point: dict[str, Any], seed: int) -> str:
+    parts = [f"{_short_key(k)}-{_short_value(v)}" for k, v in point.items()]
+    parts.append(f"s{seed}")
+    return "__".join(parts)
+
+
+def _short_key(dotted: str) -> str:
+    return dotted.rsplit(".", 1)[-1]
+
+
+def _short_value(value: Any) -> str:
+    if isinstance(value, dict):  # a whole section: name it by its arch/kind/source when it has one
+        head = value.get("arch") or value.get("kind") or value.get("source") or "cfg"
+        return _safe(str(head))
+    if isinstance(value, list):
+        return "-".join(_safe(str(v)) for v in value)[:40]
+    if isinstance(value, float):
+        return _safe(f"{value:g}")
+    return _safe(str(value))[:40]
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.+-]+", "_", text).strip("_") or "x"
+
+
+def axis_value(cell: Cell, key: str) -> Any:
+    value = cell.axes.get(key, get_dotted(cell.raw, key))
+    if isinstance(value, (dict, list)):
+        return _short_value(value)
+    return value

@@ -1,0 +1,105 @@
+"""The grid's results folder -> one summary row per cell (`<results>/<grid>/summary.csv`).
+
+Rows come from what is on disk (`metrics.json`, `evals/*.json`, `error.json`, `DONE`), never
+from memory, so the summary of a resumed grid or of results copied back from a cluster is the
+same as that of an uninterrupted local run.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+
+from research.io import atomic_write_text
+
+#: fixed leading columns; units: val_loss nats/token, val_bpb bits per UTF-8 byte, wall_s seconds
+COLUMNS = ["cell", "seed", "status", "params", "params_non_embedding", "flops_per_token", "val_loss", "val_ppl",
+           "val_bpb", "test_loss", "test_ppl", "test_bpb", "train_tokens", "wall_s", "tokens_per_s"]
+
+
+def cell_status(cell_dir: Path) -> str:
+    if (cell_dir / "DONE").exists():
+        return "done"
+    if (cell_dir / "error.json").exists():
+        return "failed"
+    if cell_dir.exists():
+        return "partial"
+    return "pending"
+
+
+def cell_row(cell, cell_dir: Path, axes: list[str]) -> dict:
+    from ablations.grid import axis_value
+
+    status = cell_status(cell_dir)
+    row: dict = {"cell": cell.id, "seed": cell.seed, "status": status}
+    for key in axes:
+        row[key] = axis_value(cell, key)
+    if status == "done":
+        metrics = json.loads((cell_dir / "metrics.json").read_text())
+        row.update({k: v for k, v in metrics.items() if not isinstance(v, (dict, list))})
+        for file in sorted((cell_dir / "evals").glob("*.json")) if (cell_dir / "evals").exists() else []:
+            result = json.loads(file.read_text())
+            if result.get("status") == "ok":
+                for name, value in result.get("metrics", {}).items():
+                    if isinstance(value, (int, float)):
+                        row[f"{result['name']}/{name}"] = value
+            else:
+                row[f"{result['name']}/status"] = f"{result.get('status')}: {result.get('reason')}"
+    elif status == "failed":
+        row["reason"] = json.loads((cell_dir / "error.json").read_text()).get("reason")
+    return row
+
+
+def summary_rows(grid, grid_dir: Path) -> list[dict]:
+    return [cell_row(c, grid_dir / c.id, grid.axes) for c in grid.cells]
+
+
+def write_summary(grid, grid_dir: Path) -> Path:
+    rows = summary_rows(grid, grid_dir)
+    columns = COLUMNS[:3] + list(grid.axes) + COLUMNS[3:]
+    extra = sorted({k for r in rows for k in r} - set(columns))
+    columns += extra
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _fmt(row.get(k)) for k in columns})
+    path = grid_dir / "summary.csv"
+    atomic_write_text(path, buf.getvalue())
+    return path
+
+
+def _fmt(value):
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else repr(value)
+    return value
+
+
+def format_table(grid, grid_dir: Path) -> str:
+    """A compact text table for the terminal: the axes and the headline metrics."""
+    rows = summary_rows(grid, grid_dir)
+    cols = ["cell", "status", "params", "val_loss", "val_ppl", "val_bpb", "floor_bpb", "test_ppl", "wall_s",
+            "tokens_per_s"]
+    cols = [c for c in cols if any(c in r for r in rows)]
+    table = [[_short(r.get(c)) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(t[i]) for t in table)) for i, c in enumerate(cols)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(t, widths)) for t in table]
+    return "\n".join(lines)
+
+
+def _short(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        return f"{value:.4g}" if abs(value) < 1e5 else f"{value:.3e}"
+    if isinstance(value, int) and value >= 10_000:
+        return f"{value / 1e6:.3f}M" if value >= 1_000_000 else f"{value / 1e3:.1f}k"
+    return str(value)

@@ -1,0 +1,155 @@
+"""`python -m ablations.run GRID.yaml`: expand a grid, train every unfinished cell, write the summary.
+
+    python -m ablations.run ablations/grids/demo.yaml
+    python -m ablations.run grid.yaml --set data.path=corpus.txt --set train.max_steps=100
+    python -m ablations.run grid.yaml --dry-run        # validate and list the cells, train nothing
+
+The whole grid is validated, and every distinct dataset is loaded and tokenized, before the first
+cell trains. A cell with `DONE` is kept as it is; a cell folder without it (a killed run) is
+cleared and trained again; a failed cell keeps its `error.json` and is retried only with
+`--retry-failed`. So re-running the same command resumes a killed grid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+import traceback
+import warnings
+from pathlib import Path
+
+from ablations.grid import Grid, load_grid, parse_overrides
+from ablations.results import cell_status, format_table, write_summary
+from research.errors import UserError, run_main
+from research.io import atomic_write_json, atomic_write_text
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="python -m ablations.run", description=__doc__.splitlines()[0])
+    p.add_argument("grid", type=Path, help="grid YAML file")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key for every cell, e.g. --set train.max_steps=100 (repeatable)")
+    p.add_argument("--results-dir", type=Path, default=None,
+                   help="where grids are stored (default: $ABLATIONS_RESULTS or ./results)")
+    p.add_argument("--dry-run", action="store_true", help="validate and list the cells without training")
+    p.add_argument("--retry-failed", action="store_true", help="train again the cells that failed before")
+    return p.parse_args(argv)
+
+
+def results_root(arg: Path | None) -> Path:
+    return arg or Path(os.environ.get("ABLATIONS_RESULTS", "results"))
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    grid = load_grid(args.grid, parse_overrides(args.set))
+    grid_dir = results_root(args.results_dir) / grid.name
+    if args.dry_run:
+        print(dry_run_table(grid, grid_dir))
+        return 0
+    quiet_lightning()
+    cache_root = results_root(args.results_dir) / "_cache"
+    prepare_all(grid, cache_root)
+    grid_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(grid_dir / "grid.json", json.dumps(grid_record(grid, args), indent=2, default=str) + "\n")
+    return run_cells(grid, grid_dir, cache_root, retry_failed=args.retry_failed)
+
+
+def dry_run_table(grid: Grid, grid_dir: Path) -> str:
+    lines = [f"grid '{grid.name}': {len(grid.cells)} cells -> {grid_dir}"]
+    for cell in grid.cells:
+        status = cell_status(grid_dir / cell.id)
+        lines.append(f"  {cell.index + 1:>3}. {cell.id}  [{status}]  model={cell.config.model.arch}")
+    return "\n".join(lines)
+
+
+def prepare_all(grid: Grid, cache_root: Path) -> None:
+    """Load, clean and tokenize each distinct (data, tokenizer) once, before any training."""
+    from research.data.tokens import cache_key, prepare_tokens
+
+    seen = set()
+    for cell in grid.cells:
+        key = cache_key(cell.config.data, cell.config.tokenizer)
+        if key not in seen:
+            seen.add(key)
+            prepare_tokens(cell.config.data, cell.config.tokenizer, cache_root)
+
+
+def grid_record(grid: Grid, args) -> dict:
+    return {"name": grid.name, "description": grid.description, "source": str(grid.source), "axes": grid.axes,
+            "overrides": args.set, "reproduces": grid.reproduces,
+            "cells": [{"id": c.id, "seed": c.seed, "axes": c.axes} for c in grid.cells]}
+
+
+def run_cells(grid: Grid, grid_dir: Path, cache_root: Path, retry_failed: bool = False) -> int:
+    from ablations.train_cell import train_cell
+
+    n = len(grid.cells)
+    t_start = time.time()
+    trained_s: list[float] = []
+    failed = 0
+    for i, cell in enumerate(grid.cells, 1):
+        cell_dir = grid_dir / cell.id
+        status = cell_status(cell_dir)
+        if status == "done" or (status == "failed" and not retry_failed):
+            say(f"cell {i}/{n} {cell.id}: {status} (kept)")
+            failed += status == "failed"
+            continue
+        remaining = n - i + 1
+        eta = f", ETA {_hms(remaining * sum(trained_s) / len(trained_s))}" if trained_s else ""
+        say(f"cell {i}/{n} {cell.id}: training (elapsed {_hms(time.time() - t_start)}{eta})")
+        if cell_dir.exists():
+            shutil.rmtree(cell_dir)
+        t0 = time.time()
+        try:
+            metrics = train_cell(cell, cell_dir, cache_root)
+        except KeyboardInterrupt:
+            write_summary(grid, grid_dir)
+            raise
+        except Exception as e:  # noqa: BLE001 - one cell's failure must not stop the grid
+            failed += 1
+            reason = str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}"
+            atomic_write_json(cell_dir / "error.json", {"status": "failed", "reason": reason,
+                                                        "traceback": traceback.format_exc()})
+            say(f"cell {i}/{n} {cell.id}: FAILED: {reason.splitlines()[0] if reason else type(e).__name__}")
+        else:
+            say(f"cell {i}/{n} {cell.id}: done in {_hms(time.time() - t0)}: val_loss {metrics['val_loss']:.4f} "
+                f"nats/token, val_bpb {metrics['val_bpb']:.4f}")
+        trained_s.append(time.time() - t0)
+        write_summary(grid, grid_dir)
+    summary = write_summary(grid, grid_dir)
+    print(format_table(grid, grid_dir))
+    say(f"grid '{grid.name}': {n - failed}/{n} cells done in {_hms(time.time() - t_start)}; summary: {summary}")
+    return 1 if failed else 0
+
+
+def say(message: str) -> None:
+    print(f"[ablations] {message}", file=sys.stderr, flush=True)
+
+
+def _hms(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+def quiet_lightning() -> None:
+    """Lightning's banner lines (GPU available, TPU available, ...) would bury the grid's progress."""
+    import lightning  # noqa: F401 - its import sets its loggers to INFO, so import before lowering them
+
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=r".*IterableDataset.*__len__.*")
+    warnings.filterwarnings("ignore", message=r".*Experiment logs directory .* exists and is not empty.*")
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))

@@ -1,0 +1,281 @@
+"""Train, score and store one cell: everything a results folder holds about a run.
+
+The cell folder is filled in a fixed order and `DONE` is written last, so a folder without
+`DONE` is unfinished by definition and the runner may clear and redo it. Every file is written
+atomically. Layout (see results/README.md):
+
+    config.yaml   the resolved run config (every default filled in)
+    tokenizer/    the trained tokenizer
+    metrics.csv   Lightning's per-step log (train/loss, val/loss, val/bpb, lr, perf/tokens_per_s)
+    metrics.json  final metrics: val/test loss (nats per token), perplexity, bits per byte, sizes
+    samples/samples.jsonl   generated text
+    model.pt      weights (a plain state dict, loaded with weights_only=True)
+    evals/*.json  one file per configured eval
+    manifest.json code version, library versions, device, timings
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+import yaml
+from torch.utils.data import DataLoader
+
+from research.checkpoint import save_weights
+from research.data.batches import ContiguousStreams, RandomWindows, fixed_windows
+from research.data.tokens import TokenData, prepare_tokens
+from research.evaluation import split_loss
+from research.io import atomic_write_json, atomic_write_text
+from research.lightning_module import LMModule
+
+log = logging.getLogger(__name__)
+
+#: training sequence length for models without a context limit (RNNs) when train.seq_len is unset
+DEFAULT_UNROLL = 64
+
+
+class Throughput(L.Callback):
+    """Training time (validation excluded) and tokens per second, logged every `log_every` steps.
+
+    Timing with `perf_counter` between logging steps costs no device synchronisation beyond the
+    one the loss logging already does.
+    """
+
+    def __init__(self, tokens_per_step: int, log_every: int):
+        self.tokens_per_step, self.log_every = tokens_per_step, log_every
+        self._t0: float | None = None
+        self.steps = 0
+        self.train_s = 0.0
+        self._last = (0, 0.0)  # (steps, train_s) at the previous log
+
+    def _pause(self) -> None:
+        if self._t0 is not None:
+            self.train_s += time.perf_counter() - self._t0
+            self._t0 = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self._t0 is None:
+            self._t0 = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.steps += 1
+        if self.steps % self.log_every == 0:
+            self._pause()
+            self._t0 = time.perf_counter()
+            steps, secs = self.steps - self._last[0], self.train_s - self._last[1]
+            pl_module.log("perf/tokens_per_s", steps * self.tokens_per_step / max(secs, 1e-9))
+            self._last = (self.steps, self.train_s)
+
+    def on_validation_start(self, trainer, pl_module):
+        self._pause()
+
+    def on_train_end(self, trainer, pl_module):
+        self._pause()
+
+
+def seq_len_for(model, cfg) -> int:
+    if cfg.train.seq_len is not None:
+        return cfg.train.seq_len
+    return getattr(model, "block_size", None) or DEFAULT_UNROLL
+
+
+def precision_for(cfg) -> str:
+    if cfg.train.precision != "auto":
+        return cfg.train.precision
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16-mixed"
+    return "32-true"
+
+
+def make_logger(cfg, cell_dir: Path, name: str):
+    if cfg.train.logger == "tensorboard":
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        return [L.pytorch.loggers.CSVLogger(cell_dir, name="", version=""),
+                TensorBoardLogger(cell_dir, name="tb", version="")]
+    if cfg.train.logger == "wandb":
+        from lightning.pytorch.loggers import WandbLogger
+
+        return [L.pytorch.loggers.CSVLogger(cell_dir, name="", version=""),
+                WandbLogger(name=name, save_dir=str(cell_dir))]
+    return L.pytorch.loggers.CSVLogger(cell_dir, name="", version="")
+
+
+def train_cell(cell, cell_dir: Path, cache_root: Path) -> dict:
+    """Run one cell into `cell_dir` (which the caller has emptied). Returns its metrics."""
+    cfg = cell.config
+    started = time.time()
+    cell_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(cell_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    tokens = prepare_tokens(cfg.data, cfg.tokenizer, cache_root)
+    shutil.copytree(tokens.path / "tokenizer", cell_dir / "tokenizer", dirs_exist_ok=True)
+
+    L.seed_everything(cfg.train.seed, workers=True, verbose=False)
+    tok = tokens.tokenizer
+    module = LMModule(cfg.to_dict(), tok.vocab_size, tok.eot_id, tokens.bytes_per_token("val"))
+    model = module.model
+    seq_len = seq_len_for(model, cfg)
+    train_tokens = 0
+    train_s = 0.0
+    t_fit = time.perf_counter()
+    if getattr(model, "trainable", True):
+        train_s, train_tokens = _fit(module, tokens, cfg, seq_len, cell_dir, cell.id)
+    else:  # count-based models (n-gram): one pass over the training tokens
+        model.fit(tokens.splits["train"])
+        train_tokens = int(tokens.splits["train"].size)
+        train_s = time.perf_counter() - t_fit
+    fit_s = time.perf_counter() - t_fit
+
+    device = "cuda" if torch.cuda.is_available() and cfg.train.accelerator in ("auto", "gpu", "cuda") else "cpu"
+    model.to(device).eval()
+    metrics = {
+        "params": model.num_params(),
+        "params_non_embedding": model.num_params(non_embedding=True),
+        "flops_per_token": model.flops_per_token(seq_len),
+        "seq_len": seq_len,
+        "train_tokens": train_tokens,
+        "train_s": train_s,
+        "tokens_per_s": train_tokens / train_s if train_s > 0 else float("nan"),
+    }
+    metrics.update(score_splits(model, tokens, cfg, seq_len, device))
+    floor = tokens.meta["corpus"].get("floor_bits_per_byte")
+    if floor is not None:  # the built-in grammar's exact entropy: no model can go below it
+        metrics["floor_bpb"] = floor
+
+    save_weights(model, cell_dir / "model.pt")
+    write_samples(model, tok, cfg, cell_dir / "samples" / "samples.jsonl")
+    if cfg.eval.tasks:
+        run_cell_evals(model, tok, cfg, cell_dir, cache_root, tokens, device)
+    metrics["wall_s"] = time.time() - started
+    atomic_write_json(cell_dir / "metrics.json", metrics)
+    atomic_write_json(cell_dir / "manifest.json", manifest(cell, started, fit_s, device, tokens))
+    atomic_write_text(cell_dir / "DONE", f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n")
+    return metrics
+
+
+def _fit(module: LMModule, tokens: TokenData, cfg, seq_len: int, cell_dir: Path, name: str) -> tuple[float, int]:
+    t = cfg.train
+    train = tokens.splits["train"]
+    if module.recurrent:
+        data = ContiguousStreams(train, t.batch_size, seq_len)
+    else:
+        data = RandomWindows(train, t.batch_size, seq_len, seed=t.seed)
+    val = fixed_windows(tokens.splits["val"], t.eval_batches, t.batch_size, seq_len)
+    if module.recurrent:  # validation windows are independent: no carried state
+        val = [(x, y, True) for x, y in val]
+    tokens_per_step = t.batch_size * seq_len
+    throughput = Throughput(tokens_per_step, t.log_every)
+    progress = t.progress_bar if t.progress_bar is not None else sys.stderr.isatty()
+    trainer = L.Trainer(
+        max_steps=t.max_steps,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        precision=precision_for(cfg),
+        logger=make_logger(cfg, cell_dir, name),
+        callbacks=[throughput],
+        gradient_clip_val=t.grad_clip,
+        val_check_interval=min(t.eval_every, t.max_steps),
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+        log_every_n_steps=t.log_every,
+        enable_checkpointing=False,
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        default_root_dir=cell_dir,
+    )
+    loader = DataLoader(data, batch_size=None, pin_memory=torch.cuda.is_available())
+    val_loader = DataLoader(val, batch_size=None)
+    trainer.fit(module, loader, val_loader)
+    if trainer.interrupted:
+        raise KeyboardInterrupt
+    return throughput.train_s or float("nan"), trainer.global_step * tokens_per_step
+
+
+def score_splits(model, tokens: TokenData, cfg, seq_len: int, device: str) -> dict:
+    """Exact loss over the whole validation (and test) split: every token scored once."""
+    out: dict = {}
+    word_level = cfg.tokenizer.kind == "word"
+    for split, prefix in (("val", "val"), ("test", "test")):
+        if split not in tokens.splits:
+            continue
+        res = split_loss(model, tokens.splits[split], seq_len, batch_size=cfg.train.batch_size, device=device,
+                         max_tokens=cfg.eval.val_max_tokens, eot_id=tokens.tokenizer.eot_id)
+        info = tokens.meta["splits"][split]
+        words_per_token = info["words"] / info["tokens"] if word_level else None
+        out.update(res.metrics(prefix, tokens.bytes_per_token(split), words_per_token))
+        if not math.isfinite(res.loss):
+            out[f"{prefix}_loss"] = float("nan")
+    return out
+
+
+def write_samples(model, tokenizer, cfg, path: Path) -> None:
+    from research.generate import generate
+
+    e = cfg.eval
+    if e.samples <= 0:
+        return
+    gen = torch.Generator().manual_seed(cfg.train.seed)
+    lines = []
+    for prompt in e.prompts:
+        ids = tokenizer.encode(prompt) if prompt else []
+        for i in range(e.samples):
+            out = generate(model, ids, e.sample_tokens, tokenizer.eot_id, e.temperature, e.top_k, e.top_p, gen)
+            lines.append({"prompt": prompt, "sample": i, "text": tokenizer.decode(out), "tokens": len(out)})
+    import json
+
+    atomic_write_text(path, "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines))
+
+
+def run_cell_evals(model, tokenizer, cfg, cell_dir: Path, cache_root: Path, tokens: TokenData, device: str) -> None:
+    from evals.base import EvalContext
+    from evals.run import run_evals
+    from research.data import load_corpus
+
+    ctx = EvalContext(model=model, tokenizer=tokenizer, config=cfg, device=device, cell_dir=cell_dir,
+                      load_corpus=lambda: load_corpus(cfg.data), cache_dir=cache_root,
+                      load_tokens=lambda split: tokens.splits[split])
+    run_evals(ctx, list(cfg.eval.tasks), cfg.eval.options)
+
+
+def manifest(cell, started: float, fit_s: float, device: str, tokens: TokenData) -> dict:
+    import lightning
+
+    return {
+        "cell": cell.id,
+        "seed": cell.seed,
+        "axes": {k: v for k, v in cell.axes.items()},
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "fit_s": fit_s,
+        "device": torch.cuda.get_device_name() if device == "cuda" else f"cpu ({os.cpu_count()} cores)",
+        "threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "lightning": lightning.__version__,
+        "git": git_state(),
+        "token_cache": tokens.path.name,
+        "data": tokens.meta["corpus"],
+        "splits": tokens.meta["splits"],
+    }
+
+
+def git_state() -> dict:
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                                timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True,
+                               timeout=5).stdout.strip() != ""
+        return {"commit": commit or None, "dirty": dirty}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
