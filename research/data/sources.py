@@ -284,8 +284,10 @@ def _wikitext(cfg, preset: str, hf_config: str) -> Corpus:
             "(gzipped or not)")
     if cfg.path:
         folder = Path(cfg.path).expanduser()
-        files = _find_split_files(folder, {"train": ("wiki.train.tokens",), "val": ("wiki.valid.tokens",),
-                                           "test": ("wiki.test.tokens",)})
+        # the release's names, or pytorch/examples' word_language_model copy (train/valid/test.txt)
+        files = _find_split_files(folder, {"train": ("wiki.train.tokens", "train.txt"),
+                                           "val": ("wiki.valid.tokens", "valid.txt"),
+                                           "test": ("wiki.test.tokens", "test.txt")})
         if "train" not in files or "val" not in files:
             raise DataError(f"{folder}: missing WikiText split files; {hint}")
         splits = {k: wiki_articles(_open_text(p)) for k, p in files.items()}
