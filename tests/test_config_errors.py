@@ -90,3 +90,13 @@ def test_config_round_trip():
     cfg = RunConfig.from_dict({"model": {"arch": "gpt", "n_layer": 3}, "train": {"lr": 1e-3}})
     again = RunConfig.from_dict(cfg.to_dict())
     assert again == cfg and again.model.n_layer == 3
+
+
+def test_optional_logger_without_its_package(tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("wandb"):
+        pytest.skip("wandb is installed here")
+    grid = write_grid(tmp_path / "g.yaml", train={"logger": "wandb"})
+    line = one_line_error(run_cli(grid, "--results-dir", tmp_path / "r"))
+    assert "train.logger" in line and "pip install wandb" in line

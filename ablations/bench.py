@@ -1,0 +1,293 @@
+"""`python -m ablations.bench`: training speed of the harness beside a plain PyTorch loop.
+
+    python -m ablations.bench                       # every named config on the default device
+    python -m ablations.bench shakespeare_cpu --device cpu --steps 2000
+    python -m ablations.bench 15m 42m --device cuda --out results/bench/h100.csv
+
+For each named configuration (the sizes of ../shared/ANCHORS.md) the same GPT, with the same
+batch, optimizer and precision, is trained twice in one process: by a minimal hand-written loop
+(forward, loss, backward, clip, AdamW step; the shape of nanoGPT's train.py) and by the harness
+(LMModule under the Lightning Trainer every cell uses, batches from the token-cache sampler). The
+ratio of their tokens/s is the harness's own overhead, measured rather than assumed. Random
+tokens: speed does not depend on the data. Timing starts after warm-up steps (compilation,
+allocator), and the device is synchronised only at the ends of the timed window.
+
+MFU = (6 N + 12 L d T) * tokens/s / peak FLOP/s, with N the non-embedding parameters (nanoGPT's
+and the PaLM paper's estimate); peak is the device's dense bf16 figure (989 TFLOP/s for an H100
+SXM), so MFU is printed on CUDA only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import resource
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from research.errors import ConfigError, run_main
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """A GPT of nanoGPT's shape (learned positions, LayerNorm, GELU, tied, no bias)."""
+
+    n_embd: int
+    n_layer: int
+    n_head: int
+    vocab: int
+    seq: int
+    batch: int
+    dropout: float = 0.0
+    n_kv_head: int | None = None
+
+
+#: ANCHORS.md: (d, layers, heads, vocab, seq, batch), and nanoGPT's Shakespeare recipes
+CONFIGS = {
+    "260k": BenchConfig(64, 5, 8, 512, 512, 128),
+    "15m": BenchConfig(288, 6, 6, 32000, 256, 128),
+    "42m": BenchConfig(512, 8, 8, 32000, 1024, 32),
+    "110m": BenchConfig(768, 12, 12, 32000, 1024, 32),
+    "shakespeare_cpu": BenchConfig(128, 4, 4, 65, 64, 12),
+    "shakespeare_gpu": BenchConfig(384, 6, 6, 65, 256, 64, dropout=0.2),
+}
+PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
+
+
+def run_config(name: str, device: str, compile_: bool, precision: str):
+    from research.config import RunConfig
+
+    b = CONFIGS[name]
+    return RunConfig.from_dict({
+        "model": {"arch": "gpt", "n_layer": b.n_layer, "n_head": b.n_head, "n_embd": b.n_embd,
+                  "block_size": b.seq, "dropout": b.dropout, "pos": "learned", "norm": "layernorm",
+                  "mlp": "gelu", "bias": False, "tie_embeddings": True, "n_kv_head": b.n_kv_head},
+        "train": {"batch_size": b.batch, "lr": 1e-3, "warmup_steps": 10, "weight_decay": 0.1, "beta2": 0.99,
+                  "grad_clip": 1.0, "precision": precision, "compile": compile_,
+                  "accelerator": "gpu" if device == "cuda" else "cpu", "log_every": 10, "eval_every": 10**9,
+                  "eval_batches": 1},
+    })
+
+
+@dataclass
+class Measure:
+    tokens_per_s: float
+    step_ms: float
+    peak_mem_mb: float
+
+
+def _peak_mem(device: str) -> float:
+    if device == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux; process peak
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def plain_loop(cfg, vocab: int, tokens: np.ndarray, warmup: int, steps: int, device: str) -> Measure:
+    """The peer: a minimal loop of the same model, as nanoGPT's train.py runs it."""
+    from research.data.batches import RandomWindows
+    from research.models import build_model
+    from research.optim import build_optimizer
+
+    torch.manual_seed(0)
+    torch.set_flush_denormal(True)  # as the harness does (see ablations.train_cell.build_trainer)
+    model = build_model(cfg.model, vocab).to(device).train()
+    forward = torch.compile(model) if cfg.train.compile else model
+    opt = build_optimizer(model, cfg.train)
+    data = RandomWindows(tokens, cfg.train.batch_size, cfg.model.block_size, seed=0)
+    bf16 = cfg.train.precision.startswith("bf16")
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    t0 = 0.0
+    for step in range(warmup + steps):
+        if step == warmup:
+            _sync(device)
+            t0 = time.perf_counter()
+        x, y = data.batch(step)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16):
+            logits = forward(x)
+        loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    _sync(device)
+    dt = time.perf_counter() - t0
+    tok = steps * cfg.train.batch_size * cfg.model.block_size
+    return Measure(tok / dt, 1000 * dt / steps, _peak_mem(device))
+
+
+class _Timer:
+    """Starts the clock after `warmup` optimizer steps; stops it at the end of training."""
+
+    def __init__(self, warmup: int, device: str):
+        import lightning as L
+
+        outer = self
+
+        class Callback(L.Callback):
+            def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+                if trainer.global_step == warmup and outer.t0 is None:
+                    _sync(device)
+                    outer.t0 = time.perf_counter()
+
+            def on_train_end(self, trainer, pl_module):
+                _sync(device)
+                outer.t1 = time.perf_counter()
+
+        self.callback = Callback()
+        self.t0: float | None = None
+        self.t1: float | None = None
+
+
+def harness_loop(cfg, vocab: int, tokens: np.ndarray, warmup: int, steps: int, device: str, root: Path) -> Measure:
+    """The harness: the cell trainer's Trainer and LMModule, batches from the cache sampler."""
+    import tempfile
+
+    from torch.utils.data import DataLoader
+
+    from ablations.run import quiet_lightning
+    from ablations.train_cell import build_trainer
+    from research.data.batches import RandomWindows, fixed_windows
+    from research.lightning_module import LMModule
+
+    quiet_lightning()
+    torch.manual_seed(0)
+    cfg.train.max_steps = warmup + steps
+    module = LMModule(cfg.to_dict(), vocab, eot_id=0)
+    timer = _Timer(warmup, device)
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    with tempfile.TemporaryDirectory(dir=root) as tmp:
+        from lightning.pytorch.loggers import CSVLogger
+
+        trainer = build_trainer(cfg, Path(tmp), CSVLogger(tmp, name="", version=""), [timer.callback])
+        data = RandomWindows(tokens, cfg.train.batch_size, cfg.model.block_size, seed=0)
+        val = fixed_windows(tokens, 1, cfg.train.batch_size, cfg.model.block_size)
+        trainer.fit(module, DataLoader(data, batch_size=None, pin_memory=device == "cuda"),
+                    DataLoader(val, batch_size=None))
+    dt = timer.t1 - timer.t0
+    tok = steps * cfg.train.batch_size * cfg.model.block_size
+    return Measure(tok / dt, 1000 * dt / steps, _peak_mem(device))
+
+
+def mfu(model, cfg, tokens_per_s: float, device: str) -> float | None:
+    if device != "cuda":
+        return None
+    name = torch.cuda.get_device_name()
+    peak = next((v for k, v in PEAK_FLOPS.items() if k in name), None)
+    if peak is None:
+        return None
+    m = cfg.model
+    flops = 6 * model.num_params(non_embedding=True) + 12 * m.n_layer * m.n_embd * m.block_size
+    return flops * tokens_per_s / peak
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="python -m ablations.bench", description=__doc__.splitlines()[0])
+    p.add_argument("configs", nargs="*", help=f"named configs (default: all): {', '.join(CONFIGS)}")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--steps", type=int, default=None, help="timed steps (default: 30 on cuda, 50 on cpu)")
+    p.add_argument("--warmup", type=int, default=8)
+    p.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
+                   help="torch.compile the model in both loops (auto: on for cuda)")
+    p.add_argument("--out", type=Path, default=Path("results/bench/bench.csv"))
+    p.add_argument("--order", choices=["plain-first", "harness-first"], default="plain-first")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    names = args.configs or list(CONFIGS)
+    for n in names:
+        if n not in CONFIGS:
+            raise ConfigError(f"unknown bench config '{n}' (valid: {', '.join(CONFIGS)})")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA device here; use --device cpu")
+    compile_ = args.compile == "on" or (args.compile == "auto" and args.device == "cuda")
+    precision = "bf16-mixed" if args.device == "cuda" else "32-true"
+    steps = args.steps or (30 if args.device == "cuda" else 50)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name in names:
+        b = CONFIGS[name]
+        cfg = run_config(name, args.device, compile_, precision)
+        tokens = np.random.default_rng(0).integers(0, b.vocab, 2_000_000, dtype=np.int64).astype(
+            np.uint16 if b.vocab < 65536 else np.int32)
+        from research.models import build_model
+
+        n_params = build_model(cfg.model, b.vocab).num_params()
+        order = ["plain", "harness"] if args.order == "plain-first" else ["harness", "plain"]
+        result = {}
+        for which in order:
+            run_cfg = run_config(name, args.device, compile_, precision)
+            if which == "plain":
+                result[which] = plain_loop(run_cfg, b.vocab, tokens, args.warmup, steps, args.device)
+            else:
+                result[which] = harness_loop(run_cfg, b.vocab, tokens, args.warmup, steps, args.device,
+                                             args.out.parent)
+            if args.device == "cuda":
+                torch.cuda.empty_cache()
+        p, h = result["plain"], result["harness"]
+        model = build_model(cfg.model, b.vocab)
+        rows.append({
+            "config": name, "device": device_name(args.device), "params": n_params, "batch": b.batch, "seq": b.seq,
+            "steps": steps, "compile": compile_, "precision": precision,
+            "plain_tokens_per_s": p.tokens_per_s, "harness_tokens_per_s": h.tokens_per_s,
+            "harness_over_plain": h.tokens_per_s / p.tokens_per_s,
+            "plain_step_ms": p.step_ms, "harness_step_ms": h.step_ms,
+            "plain_peak_mem_mb": p.peak_mem_mb, "harness_peak_mem_mb": h.peak_mem_mb,
+            "harness_mfu": mfu(model, cfg, h.tokens_per_s, args.device),
+        })
+        print(format_row(rows[-1]), file=sys.stderr, flush=True)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    from research.io import atomic_write_text
+
+    atomic_write_text(args.out, buf.getvalue())
+    print(table(rows))
+    print(f"written: {args.out}")
+    return 0
+
+
+def device_name(device: str) -> str:
+    import os
+
+    if device == "cuda":
+        return torch.cuda.get_device_name()
+    return f"cpu x{os.cpu_count()} ({torch.get_num_threads()} threads)"
+
+
+def format_row(r: dict) -> str:
+    return (f"{r['config']}: plain {r['plain_tokens_per_s']:,.0f} tok/s, harness {r['harness_tokens_per_s']:,.0f} "
+            f"tok/s (x{r['harness_over_plain']:.3f})")
+
+
+def table(rows: list[dict]) -> str:
+    head = ["config", "params", "plain tok/s", "harness tok/s", "ratio", "step ms (h)", "peak MB (h)", "MFU (h)"]
+    lines = [" | ".join(head)]
+    for r in rows:
+        m = r["harness_mfu"]
+        lines.append(" | ".join([
+            r["config"], f"{r['params'] / 1e6:.2f}M", f"{r['plain_tokens_per_s']:,.0f}",
+            f"{r['harness_tokens_per_s']:,.0f}", f"{r['harness_over_plain']:.3f}", f"{r['harness_step_ms']:.1f}",
+            f"{r['harness_peak_mem_mb']:.0f}", f"{100 * m:.1f}%" if m is not None else "-"]))
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))
