@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint clean-results
+.PHONY: setup demo test lint paper
 
 setup: $(STAMP)
 
@@ -26,3 +26,9 @@ test: setup
 
 lint: setup
 	$(BIN)/ruff check .
+
+# The paper from results alone: make paper GRIDS="results/demo results/architecture_cpu"
+GRIDS ?= results/demo
+paper: setup
+	$(BIN)/python -m paper.build $(GRIDS) --out paper $(if $(shell command -v latexmk),--pdf,)
+	@command -v latexmk >/dev/null || echo "latexmk not found: tables and figures are in paper/; to build the PDF: sudo apt-get install --no-install-recommends texlive-latex-base texlive-latex-recommended lmodern latexmk"

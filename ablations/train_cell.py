@@ -16,6 +16,7 @@ atomically. Layout (see results/README.md):
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -124,6 +125,10 @@ def train_cell(cell, cell_dir: Path, cache_root: Path) -> dict:
     tok = tokens.tokenizer
     module = LMModule(cfg.to_dict(), tok.vocab_size, tok.eot_id, tokens.bytes_per_token("val"))
     model = module.model
+    resolved = getattr(model, "cfg", None)
+    if resolved is not None and resolved != cfg.model:  # e.g. model.match_params picked the width
+        cfg = dataclasses.replace(cfg, model=resolved)
+        atomic_write_text(cell_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     seq_len = seq_len_for(model, cfg)
     train_tokens = 0
     train_s = 0.0
