@@ -38,6 +38,15 @@ def parse_args(argv):
                    help="where grids are stored (default: $ABLATIONS_RESULTS or ./results)")
     p.add_argument("--dry-run", action="store_true", help="validate and list the cells without training")
     p.add_argument("--retry-failed", action="store_true", help="train again the cells that failed before")
+    p.add_argument("--launcher", choices=["local", "slurm"], default="local",
+                   help="local: this machine; slurm: one submitit job per cell (resources from the grid file)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="local: runner processes sharing the grid (default: one per GPU x --cells-per-gpu, or 1)")
+    p.add_argument("--cells-per-gpu", type=int, default=1, help="local: cells trained at once on each GPU")
+    p.add_argument("--wait", action="store_true", help="slurm: wait for the jobs and write the summary")
+    p.add_argument("--slurm-cluster", choices=["slurm", "local", "debug"], default="slurm",
+                   help=argparse.SUPPRESS)  # submitit's local/debug executors, for tests without SLURM
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # a process started by --workers
     return p.parse_args(argv)
 
 
@@ -47,17 +56,61 @@ def results_root(arg: Path | None) -> Path:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    grid = load_grid(args.grid, parse_overrides(args.set))
-    grid_dir = results_root(args.results_dir) / grid.name
+    overrides = parse_overrides(args.set)
+    grid = load_grid(args.grid, overrides)
+    root = results_root(args.results_dir)
+    grid_dir = root / grid.name
+    cache_root = root / "_cache"
     if args.dry_run:
         print(dry_run_table(grid, grid_dir))
         return 0
     quiet_lightning()
-    cache_root = results_root(args.results_dir) / "_cache"
+    follower = os.environ.get("ABLATIONS_CELL")
+    if follower and int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0"))) > 0:
+        from ablations.train_cell import follow_cell
+
+        cell = next(c for c in grid.cells if c.id == follower)
+        follow_cell(cell, grid_dir / cell.id, cache_root)
+        return 0
+    if args.worker:
+        return run_cells(grid, grid_dir, cache_root, args.retry_failed, final_report=False)
     prepare_all(grid, cache_root)
     grid_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(grid_dir / "grid.json", json.dumps(grid_record(grid, args), indent=2, default=str) + "\n")
-    return run_cells(grid, grid_dir, cache_root, retry_failed=args.retry_failed)
+    if args.launcher == "slurm":
+        return launch_slurm(grid, args, overrides, root, grid_dir)
+    from ablations.launchers import spawn_local_workers, visible_gpus
+
+    gpus = visible_gpus()
+    workers = args.workers or (max(1, len(gpus)) * args.cells_per_gpu if gpus else 1)
+    if workers < 1:
+        raise UserError(f"--workers must be at least 1, got {workers}")
+    if workers == 1:
+        return run_cells(grid, grid_dir, cache_root, args.retry_failed)
+    say(f"{workers} workers on {len(gpus) or 'no'} GPU(s), {args.cells_per_gpu} cell(s) per GPU")
+    t0 = time.time()
+    argv = [str(args.grid), "--results-dir", str(root), *sum((["--set", s] for s in args.set), [])]
+    if args.retry_failed:
+        argv.append("--retry-failed")
+    code = spawn_local_workers(argv, workers, gpus)
+    summary = write_summary(grid, grid_dir)
+    print(format_table(grid, grid_dir))
+    say(f"grid '{grid.name}': finished in {_hms(time.time() - t0)}; summary: {summary}")
+    return code
+
+
+def launch_slurm(grid: Grid, args, overrides: dict, root: Path, grid_dir: Path) -> int:
+    from ablations.launchers import submit_slurm
+
+    jobs = submit_slurm(grid, args.grid.resolve(), overrides, root.resolve(), args.slurm_cluster, args.retry_failed)
+    say(f"submitted {len(jobs)} job(s): {', '.join(str(j.job_id) for j in jobs) or 'none (all cells finished)'}")
+    if not args.wait:
+        say(f"follow with: python -m ablations.status {grid_dir}")
+        return 0
+    outcomes = [j.result() for j in jobs]
+    write_summary(grid, grid_dir)
+    print(format_table(grid, grid_dir))
+    return 1 if any(o == "failed" for o in outcomes) else 0
 
 
 def dry_run_table(grid: Grid, grid_dir: Path) -> str:
@@ -98,46 +151,84 @@ def grid_record(grid: Grid, args) -> dict:
             "cells": [{"id": c.id, "seed": c.seed, "axes": c.axes} for c in grid.cells]}
 
 
-def run_cells(grid: Grid, grid_dir: Path, cache_root: Path, retry_failed: bool = False) -> int:
-    from ablations.train_cell import train_cell
+def run_cells(grid: Grid, grid_dir: Path, cache_root: Path, retry_failed: bool = False,
+              final_report: bool = True) -> int:
+    """Train every cell this runner can claim; cells other runners hold are left to them."""
+    from ablations.claims import Heartbeat, release, try_claim
 
     n = len(grid.cells)
     t_start = time.time()
     trained_s: list[float] = []
     failed = 0
-    for i, cell in enumerate(grid.cells, 1):
-        cell_dir = grid_dir / cell.id
-        status = cell_status(cell_dir)
-        if status == "done" or (status == "failed" and not retry_failed):
-            say(f"cell {i}/{n} {cell.id}: {status} (kept)")
-            failed += status == "failed"
-            continue
-        remaining = n - i + 1
-        eta = f", ETA {_hms(remaining * sum(trained_s) / len(trained_s))}" if trained_s else ""
-        say(f"cell {i}/{n} {cell.id}: training (elapsed {_hms(time.time() - t_start)}{eta})")
+    runner = f"{os.uname().nodename}:{os.getpid()}"
+    with Heartbeat() as heartbeat:
+        for i, cell in enumerate(grid.cells, 1):
+            cell_dir = grid_dir / cell.id
+            status = cell_status(cell_dir)
+            if status == "done" or (status == "failed" and not retry_failed):
+                say(f"cell {i}/{n} {cell.id}: {status} (kept)")
+                failed += status == "failed"
+                continue
+            claim = try_claim(grid_dir, cell.id, runner)
+            if claim is None:
+                say(f"cell {i}/{n} {cell.id}: claimed by another runner (skipped)")
+                continue
+            heartbeat.claims.add(claim.path)
+            try:
+                if cell_status(cell_dir) == "done":  # finished by another runner since we looked
+                    continue
+                remaining = n - i + 1
+                eta = f", ETA {_hms(remaining * sum(trained_s) / len(trained_s))}" if trained_s else ""
+                t0 = time.time()
+                ok = run_one(cell, cell_dir, cache_root, f"cell {i}/{n}", f"elapsed {_hms(t0 - t_start)}{eta}")
+                failed += not ok
+                trained_s.append(time.time() - t0)
+                write_summary(grid, grid_dir)
+            finally:
+                heartbeat.claims.discard(claim.path)
+                release(claim)
+    summary = write_summary(grid, grid_dir)
+    if final_report:
+        print(format_table(grid, grid_dir))
+        say(f"grid '{grid.name}': {n - failed}/{n} cells done in {_hms(time.time() - t_start)}; summary: {summary}")
+    return 1 if failed else 0
+
+
+def run_one(cell, cell_dir: Path, cache_root: Path, label: str, timing: str = "") -> bool:
+    """Train one claimed cell: resume from its last checkpoint if it has one, else start clean."""
+    from ablations.train_cell import train_cell
+
+    resumable = (cell_dir / "checkpoints" / "last.ckpt").exists() and not (cell_dir / "error.json").exists()
+    if resumable:
+        say(f"{label} {cell.id}: resuming from its last checkpoint ({timing})")
+    else:
+        say(f"{label} {cell.id}: training ({timing})")
         if cell_dir.exists():
             shutil.rmtree(cell_dir)
-        t0 = time.time()
-        try:
-            metrics = train_cell(cell, cell_dir, cache_root)
-        except KeyboardInterrupt:
-            write_summary(grid, grid_dir)
-            raise
-        except Exception as e:  # noqa: BLE001 - one cell's failure must not stop the grid
-            failed += 1
-            reason = str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}"
-            atomic_write_json(cell_dir / "error.json", {"status": "failed", "reason": reason,
-                                                        "traceback": traceback.format_exc()})
-            say(f"cell {i}/{n} {cell.id}: FAILED: {reason.splitlines()[0] if reason else type(e).__name__}")
-        else:
-            say(f"cell {i}/{n} {cell.id}: done in {_hms(time.time() - t0)}: val_loss {metrics['val_loss']:.4f} "
-                f"nats/token, val_bpb {metrics['val_bpb']:.4f}")
-        trained_s.append(time.time() - t0)
-        write_summary(grid, grid_dir)
-    summary = write_summary(grid, grid_dir)
-    print(format_table(grid, grid_dir))
-    say(f"grid '{grid.name}': {n - failed}/{n} cells done in {_hms(time.time() - t_start)}; summary: {summary}")
-    return 1 if failed else 0
+    t0 = time.time()
+    try:
+        metrics = train_cell(cell, cell_dir, cache_root)
+    except KeyboardInterrupt:
+        raise
+    except Exception as e:  # noqa: BLE001 - one cell's failure must not stop the grid
+        reason = failure_reason(e)
+        atomic_write_json(cell_dir / "error.json", {"status": "failed", "reason": reason,
+                                                    "traceback": traceback.format_exc()})
+        say(f"{label} {cell.id}: FAILED: {reason.splitlines()[0] if reason else type(e).__name__}")
+        return False
+    say(f"{label} {cell.id}: done in {_hms(time.time() - t0)}: val_loss {metrics['val_loss']:.4f} "
+        f"nats/token, val_bpb {metrics['val_bpb']:.4f}")
+    return True
+
+
+def failure_reason(e: BaseException) -> str:
+    import torch
+
+    if isinstance(e, UserError):
+        return str(e)
+    if isinstance(e, torch.cuda.OutOfMemoryError) or "out of memory" in str(e).lower():
+        return f"out of memory: {str(e).splitlines()[0] if str(e) else ''} (lower train.batch_size or the model size)"
+    return f"{type(e).__name__}: {e}"
 
 
 def say(message: str) -> None:

@@ -113,7 +113,11 @@ def make_logger(cfg, cell_dir: Path, name: str):
 
 
 def train_cell(cell, cell_dir: Path, cache_root: Path) -> dict:
-    """Run one cell into `cell_dir` (which the caller has emptied). Returns its metrics."""
+    """Run one cell into `cell_dir`. Returns its metrics.
+
+    The caller empties `cell_dir` for a fresh start; a folder that still holds
+    `checkpoints/last.ckpt` from a killed or preempted run resumes from it.
+    """
     cfg = cell.config
     started = time.time()
     cell_dir.mkdir(parents=True, exist_ok=True)
@@ -121,23 +125,20 @@ def train_cell(cell, cell_dir: Path, cache_root: Path) -> dict:
     tokens = prepare_tokens(cfg.data, cfg.tokenizer, cache_root)
     shutil.copytree(tokens.path / "tokenizer", cell_dir / "tokenizer", dirs_exist_ok=True)
 
-    L.seed_everything(cfg.train.seed, workers=True, verbose=False)
-    tok = tokens.tokenizer
-    module = LMModule(cfg.to_dict(), tok.vocab_size, tok.eot_id, tokens.bytes_per_token("val"))
+    module = make_module(cfg, tokens)
     model = module.model
     resolved = getattr(model, "cfg", None)
     if resolved is not None and resolved != cfg.model:  # e.g. model.match_params picked the width
         cfg = dataclasses.replace(cfg, model=resolved)
         atomic_write_text(cell_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     seq_len = seq_len_for(model, cfg)
-    train_tokens = 0
-    train_s = 0.0
     t_fit = time.perf_counter()
     if getattr(model, "trainable", True):
-        train_s, train_tokens = _fit(module, tokens, cfg, seq_len, cell_dir, cell.id)
+        fit = fit_module(module, tokens, cfg, seq_len, cell_dir, cell.id)
+        train_s, train_tokens, session_tokens = fit
     else:  # count-based models (n-gram): one pass over the training tokens
         model.fit(tokens.splits["train"])
-        train_tokens = int(tokens.splits["train"].size)
+        train_tokens = session_tokens = int(tokens.splits["train"].size)
         train_s = time.perf_counter() - t_fit
     fit_s = time.perf_counter() - t_fit
 
@@ -150,7 +151,7 @@ def train_cell(cell, cell_dir: Path, cache_root: Path) -> dict:
         "seq_len": seq_len,
         "train_tokens": train_tokens,
         "train_s": train_s,
-        "tokens_per_s": train_tokens / train_s if train_s > 0 else float("nan"),
+        "tokens_per_s": session_tokens / train_s if train_s > 0 else float("nan"),
     }
     metrics.update(score_splits(model, tokens, cfg, seq_len, device))
     floor = tokens.meta["corpus"].get("floor_bits_per_byte")
@@ -158,35 +159,93 @@ def train_cell(cell, cell_dir: Path, cache_root: Path) -> dict:
         metrics["floor_bpb"] = floor
 
     save_weights(model, cell_dir / "model.pt")
-    write_samples(model, tok, cfg, cell_dir / "samples" / "samples.jsonl")
+    write_samples(model, tokens.tokenizer, cfg, cell_dir / "samples" / "samples.jsonl")
     if cfg.eval.tasks:
-        run_cell_evals(model, tok, cfg, cell_dir, cache_root, tokens, device)
+        run_cell_evals(model, tokens.tokenizer, cfg, cell_dir, cache_root, tokens, device)
     metrics["wall_s"] = time.time() - started
     atomic_write_json(cell_dir / "metrics.json", metrics)
     atomic_write_json(cell_dir / "manifest.json", manifest(cell, started, fit_s, device, tokens))
+    shutil.rmtree(cell_dir / "checkpoints", ignore_errors=True)  # model.pt holds the result
     atomic_write_text(cell_dir / "DONE", f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n")
     return metrics
 
 
-def _fit(module: LMModule, tokens: TokenData, cfg, seq_len: int, cell_dir: Path, name: str) -> tuple[float, int]:
+def make_module(cfg, tokens: TokenData) -> LMModule:
+    L.seed_everything(cfg.train.seed, workers=True, verbose=False)
+    tok = tokens.tokenizer
+    return LMModule(cfg.to_dict(), tok.vocab_size, tok.eot_id, tokens.bytes_per_token("val"))
+
+
+def follow_cell(cell, cell_dir: Path, cache_root: Path) -> None:
+    """A non-zero rank of a multi-process cell (DDP/FSDP): train alongside rank 0, write nothing.
+
+    Lightning's DDP launcher starts the other ranks by running the same command again with
+    LOCAL_RANK set; the runner sends them here (see ablations.run) with the cell rank 0 trains.
+    """
+    cfg = cell.config
+    tokens = prepare_tokens(cfg.data, cfg.tokenizer, cache_root)
+    module = make_module(cfg, tokens)
+    fit_module(module, tokens, cfg, seq_len_for(module.model, cfg), cell_dir, cell.id)
+
+
+class ResumableCheckpoint(L.Callback):
+    """Every `every` steps, the full training state to `checkpoints/last.ckpt`, atomically.
+
+    `trainer.save_checkpoint` is collective (every rank calls it; rank 0 writes), then rank 0
+    renames the finished file into place, so a kill mid-write leaves the previous checkpoint.
+    """
+
+    def __init__(self, folder: Path, every: int):
+        self.folder, self.every = Path(folder), every
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        step = trainer.global_step
+        if step % self.every or step == 0 or step >= trainer.max_steps:
+            return
+        tmp = self.folder / f".last.{os.getpid()}.ckpt"
+        trainer.save_checkpoint(tmp)
+        if trainer.is_global_zero:
+            os.replace(tmp, self.folder / "last.ckpt")
+
+
+def checkpoint_step(path: Path) -> int:
+    return int(torch.load(path, map_location="cpu", weights_only=True)["global_step"])
+
+
+def fit_module(module: LMModule, tokens: TokenData, cfg, seq_len: int, cell_dir: Path,
+               name: str) -> tuple[float, int, int]:
+    """Train; returns (training seconds this session, total training tokens, tokens this session)."""
     t = cfg.train
+    last = cell_dir / "checkpoints" / "last.ckpt"
+    start = checkpoint_step(last) if last.exists() else 0
     train = tokens.splits["train"]
     if module.recurrent:
-        data = ContiguousStreams(train, t.batch_size, seq_len)
-    else:
-        data = RandomWindows(train, t.batch_size, seq_len, seed=t.seed)
+        data = ContiguousStreams(train, t.batch_size, seq_len, start_step=start)
+    else:  # batch k is a function of (seed, k): a resumed run sees the batches an uninterrupted one would
+        data = RandomWindows(train, t.batch_size, seq_len, seed=t.seed, start_step=start)
     val = fixed_windows(tokens.splits["val"], t.eval_batches, t.batch_size, seq_len)
     if module.recurrent:  # validation windows are independent: no carried state
         val = [(x, y, True) for x, y in val]
     tokens_per_step = t.batch_size * seq_len
     throughput = Throughput(tokens_per_step, t.log_every)
-    trainer = build_trainer(cfg, cell_dir, make_logger(cfg, cell_dir, name), [throughput])
+    callbacks: list = [throughput]
+    every = t.eval_every if t.checkpoint_every is None else t.checkpoint_every
+    if every:
+        last.parent.mkdir(parents=True, exist_ok=True)
+        callbacks.append(ResumableCheckpoint(last.parent, every))
+    trainer = build_trainer(cfg, cell_dir, make_logger(cfg, cell_dir, name), callbacks)
     loader = DataLoader(data, batch_size=None, pin_memory=torch.cuda.is_available())
     val_loader = DataLoader(val, batch_size=None)
-    trainer.fit(module, loader, val_loader)
+    os.environ["ABLATIONS_CELL"] = name  # for Lightning's DDP launcher: other ranks train this cell
+    try:
+        trainer.fit(module, loader, val_loader, ckpt_path=last if start else None, weights_only=True)
+    finally:
+        os.environ.pop("ABLATIONS_CELL", None)
     if trainer.interrupted:
         raise KeyboardInterrupt
-    return throughput.train_s or float("nan"), trainer.global_step * tokens_per_step
+    world = trainer.world_size  # data-parallel ranks each train on their own batch
+    session = throughput.steps * tokens_per_step * world
+    return throughput.train_s or float("nan"), trainer.global_step * tokens_per_step * world, session
 
 
 def build_trainer(cfg, root: Path, logger, callbacks: list) -> L.Trainer:
@@ -205,6 +264,8 @@ def build_trainer(cfg, root: Path, logger, callbacks: list) -> L.Trainer:
         max_steps=t.max_steps,
         accelerator=t.accelerator,
         devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=t.strategy,
         precision=precision_for(cfg),
         logger=logger,
         callbacks=callbacks,

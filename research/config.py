@@ -87,6 +87,9 @@ class TrainConfig:
     compile: bool = False  # torch.compile the inner nn.Module
     progress_bar: bool | None = None  # None: only when stderr is a terminal
     seq_len: int | None = None  # tokens per training sequence; None: the model's block_size (64 for RNNs)
+    checkpoint_every: int | None = None  # steps between resumable checkpoints; None: eval_every; 0: never
+    num_nodes: int = 1  # multi-node training (DDP/FSDP across nodes)
+    strategy: str = "auto"  # Lightning strategy: auto, ddp, fsdp, ddp_spawn, ...
 
 
 @dataclass

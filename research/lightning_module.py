@@ -62,8 +62,8 @@ class LMModule(L.LightningModule):
     def validation_step(self, batch, batch_idx):
         x, y = batch[0], batch[1]
         loss = self.loss(self.model(x), y)
-        self.log("val/loss", loss, on_epoch=True, prog_bar=True)
-        self.log("val/bpb", loss / math.log(2) / self.bytes_per_token, on_epoch=True)
+        self.log("val/loss", loss, on_epoch=True, prog_bar=True, sync_dist=True)
+        self.log("val/bpb", loss / math.log(2) / self.bytes_per_token, on_epoch=True, sync_dist=True)
 
     def on_train_batch_end(self, outputs, batch, batch_idx):
         if (self.global_step % self.cfg.train.log_every) == 0:

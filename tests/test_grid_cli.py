@@ -103,7 +103,7 @@ def test_killed_grid_resumes_without_losing_or_repeating_cells(tmp_path):
     resumed = run_cli(grid, "--results-dir", results)
     assert resumed.returncode == 0, resumed.stderr
     assert resumed.stderr.count("(kept)") == len(finished)
-    assert resumed.stderr.count(": training") == 3 - len(finished)
+    assert resumed.stderr.count(": training") + resumed.stderr.count(": resuming") == 3 - len(finished)
     rows = read_summary(results / "killme" / "summary.csv")
     assert len(rows) == 3 and {r["status"] for r in rows} == {"done"}
     for name, mtime in finished.items():  # finished cells were not touched
@@ -119,3 +119,28 @@ def test_set_overrides_every_cell(tmp_path):
     metrics = json.loads((cell / "metrics.json").read_text())
     assert metrics["train_tokens"] == 6 * 4 * 32
     assert "val_word_ppl" in metrics  # word-level data reports per-word perplexity too
+
+
+def test_killed_cell_resumes_from_its_checkpoint_and_ends_where_it_would(tmp_path):
+    grid = write_grid(tmp_path / "g.yaml", name="midcell", grid={"model.n_embd": [16]},
+                      train={"max_steps": 300, "checkpoint_every": 25, "eval_every": 100})
+    results = tmp_path / "results"
+    proc = subprocess.Popen([sys.executable, "-m", "ablations.run", str(grid), "--results-dir", str(results)],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    ckpts = results / "midcell"
+    while time.time() < deadline and not list(ckpts.glob("*/checkpoints/last.ckpt")):
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    (cell,) = [p for p in ckpts.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    assert not (cell / "DONE").exists(), "the cell finished before it could be killed"
+    resumed = run_cli(grid, "--results-dir", results)
+    assert resumed.returncode == 0 and "resuming from its last checkpoint" in resumed.stderr, resumed.stderr
+    straight = run_cli(grid, "--results-dir", tmp_path / "straight")
+    assert straight.returncode == 0, straight.stderr
+    a = json.loads((cell / "metrics.json").read_text())
+    b = json.loads((tmp_path / "straight" / "midcell" / cell.name / "metrics.json").read_text())
+    assert a["train_tokens"] == b["train_tokens"]
+    assert abs(a["val_loss"] - b["val_loss"]) < 1e-3, (a["val_loss"], b["val_loss"])
+    assert not (cell / "checkpoints").exists()  # removed once the cell is done

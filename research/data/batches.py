@@ -26,16 +26,23 @@ class RandomWindows(IterableDataset):
         self.tokens, self.batch_size, self.seq_len = tokens, batch_size, seq_len
         self.seed, self.start_step = seed, start_step
 
-    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        rng = np.random.default_rng([self.seed, step])
+    def batch(self, step: int, rank: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, step] if rank == 0 else [self.seed, step, rank])
         offsets = rng.integers(0, len(self.tokens) - self.seq_len - 1, size=self.batch_size)
         return window_batch(self.tokens, offsets, self.seq_len)
 
     def __iter__(self):
+        rank = _rank()  # each data-parallel rank draws its own batches
         step = self.start_step
         while True:
-            yield self.batch(step)
+            yield self.batch(step, rank)
             step += 1
+
+
+def _rank() -> int:
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 class ContiguousStreams(IterableDataset):
