@@ -11,5 +11,9 @@ from research.registry import Registry
 EVALS = Registry(
     "eval",
     {
+        "perplexity": "evals.perplexity:evaluate",
+        "hellaswag": "evals.hellaswag:evaluate",
+        "blimp": "evals.blimp:evaluate",
+        "cola": "evals.cola:evaluate",
     },
 )

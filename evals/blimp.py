@@ -1,0 +1,147 @@
+"""BLiMP (Warstadt et al. 2020, TACL 8): 67 paradigms x 1,000 minimal pairs of English grammar.
+
+A pair is right when the model gives `sentence_good` a higher total log-probability than
+`sentence_bad` (the paper's "simple LM method"; each sentence is scored from a document boundary,
+the EOT token, as lm-evaluation-harness's `blimp` tasks do with an empty context). Reported:
+
+- `acc`: the mean of the 67 paradigm accuracies (the paper's and the authors' `models_summary`
+  "overall" figure: GPT-2 0.830, LSTM 0.698, Transformer-XL 0.696, 5-gram 0.612);
+- `acc/field/<field>`: mean over the paradigms of each field (morphology, syntax,
+  syntax_semantics, semantics; the one file spelling it `syntax/semantics` is folded in);
+- `acc/phenomenon/<linguistics_term>`: mean over the paradigms of each of the 13 terms;
+- `acc/<paradigm>`: each paradigm.
+
+Ties count as half right. A tie is a pair the model cannot separate, so half is the expected score
+of breaking it at random. The release has 7 pairs whose two sentences are identical
+(`passive_1` pairIDs 324 and 810; `principle_A_case_2` 105, 287, 372, 816 and 967); every model ties
+on them. Counting them as wrong (lm-eval's `>`) would lower `passive_1` by 0.001 and
+`principle_A_case_2` by 0.0025 for every model; the number of ties is in `details["ties"]`.
+`stderr["acc"]` is the binomial standard error over all pairs scored.
+
+Data: HF `nyu-mll/blimp` (one config per paradigm, split `train`) by default, or `path`: a folder
+of `<paradigm>.jsonl[.gz]` files as in the authors' repository (`data/`), or one JSON Lines file;
+paradigms are read from each line's `UID`. `paradigms` picks some, `limit` scores a seeded random
+sample of N pairs per paradigm.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+
+from evals.base import EvalContext, EvalResult
+from evals.scoring import binomial_stderr, load_hf, local_path, read_jsonl, seeded_subset, sentence_logprobs
+from research.config import build
+from research.errors import ConfigError, DataError
+
+NAME = "blimp"
+VERSION = 1
+HF_DATASET = "nyu-mll/blimp"
+
+#: the 67 paradigms, as file names in alexwarstadt/blimp `data/` (and HF config names)
+PARADIGMS = (
+    "adjunct_island anaphor_gender_agreement anaphor_number_agreement animate_subject_passive animate_subject_trans "
+    "causative complex_NP_island coordinate_structure_constraint_complex_left_branch "
+    "coordinate_structure_constraint_object_extraction determiner_noun_agreement_1 determiner_noun_agreement_2 "
+    "determiner_noun_agreement_irregular_1 determiner_noun_agreement_irregular_2 determiner_noun_agreement_with_adj_2 "
+    "determiner_noun_agreement_with_adj_irregular_1 determiner_noun_agreement_with_adj_irregular_2 "
+    "determiner_noun_agreement_with_adjective_1 distractor_agreement_relational_noun "
+    "distractor_agreement_relative_clause drop_argument ellipsis_n_bar_1 ellipsis_n_bar_2 "
+    "existential_there_object_raising existential_there_quantifiers_1 existential_there_quantifiers_2 "
+    "existential_there_subject_raising expletive_it_object_raising inchoative intransitive "
+    "irregular_past_participle_adjectives irregular_past_participle_verbs irregular_plural_subject_verb_agreement_1 "
+    "irregular_plural_subject_verb_agreement_2 left_branch_island_echo_question left_branch_island_simple_question "
+    "matrix_question_npi_licensor_present npi_present_1 npi_present_2 only_npi_licensor_present only_npi_scope "
+    "passive_1 passive_2 principle_A_c_command principle_A_case_1 principle_A_case_2 principle_A_domain_1 "
+    "principle_A_domain_2 principle_A_domain_3 principle_A_reconstruction regular_plural_subject_verb_agreement_1 "
+    "regular_plural_subject_verb_agreement_2 sentential_negation_npi_licensor_present sentential_negation_npi_scope "
+    "sentential_subject_island superlative_quantifiers_1 superlative_quantifiers_2 tough_vs_raising_1 "
+    "tough_vs_raising_2 transitive wh_island wh_questions_object_gap wh_questions_subject_gap "
+    "wh_questions_subject_gap_long_distance wh_vs_that_no_gap wh_vs_that_no_gap_long_distance wh_vs_that_with_gap "
+    "wh_vs_that_with_gap_long_distance"
+).split()
+
+
+@dataclass
+class BlimpOptions:
+    path: str | None = None  # folder of <paradigm>.jsonl[.gz] or one JSONL file; None = HF nyu-mll/blimp
+    paradigms: list[str] | None = None  # None = all 67
+    limit: int | None = None  # seeded random sample of N pairs per paradigm
+    seed: int = 0
+    batch_size: int = 64
+
+
+def load_pairs(opts: BlimpOptions) -> dict[str, list[dict]]:
+    """Paradigm -> its pairs (dicts with sentence_good, sentence_bad, field, linguistics_term, UID)."""
+    wanted = opts.paradigms
+    if wanted is not None:
+        unknown = [p for p in wanted if p not in PARADIGMS]
+        if unknown:
+            raise ConfigError(f"eval.options.{NAME}.paradigms: unknown {', '.join(unknown)}; see evals.blimp.PARADIGMS")
+    if opts.path is None:
+        return {p: list(load_hf(NAME, HF_DATASET, p, split="train")) for p in (wanted or PARADIGMS)}
+    root = local_path(NAME, opts.path)
+    files = [root] if root.is_file() else sorted(root.glob("*.jsonl")) + sorted(root.glob("*.jsonl.gz"))
+    by_paradigm: dict[str, list[dict]] = defaultdict(list)
+    for f in files:
+        stem = f.name.split(".")[0]
+        if root.is_dir() and (stem not in PARADIGMS or (wanted is not None and stem not in wanted)):
+            continue  # other files in the folder (models_summary.jsonl) or paradigms not asked for
+        for i, row in enumerate(read_jsonl(f)):
+            if "sentence_good" not in row or "sentence_bad" not in row:
+                raise DataError(f"{f}: line {i + 1} is not a BLiMP pair (needs sentence_good, sentence_bad)")
+            uid = row.get("UID", stem)
+            if wanted is None or uid in wanted:
+                by_paradigm[uid].append(row)
+    if not by_paradigm:
+        raise DataError(f"eval.options.{NAME}.path: no BLiMP pairs found in {root}")
+    return dict(sorted(by_paradigm.items()))
+
+
+def pair_scores(model, tokenizer, pairs: list[dict], batch_size: int = 64, device: str = "cpu") -> np.ndarray:
+    """1 where the good sentence is more likely, 0 where less, 0.5 on a tie."""
+    sentences = [p["sentence_good"] for p in pairs] + [p["sentence_bad"] for p in pairs]
+    scores = sentence_logprobs(model, tokenizer, sentences, batch_size, device)
+    good = np.array([s.logprob for s in scores[: len(pairs)]])
+    bad = np.array([s.logprob for s in scores[len(pairs):]])
+    return np.where(good > bad, 1.0, np.where(good == bad, 0.5, 0.0))
+
+
+def field_of(row: dict) -> str:
+    return row.get("field", "unknown").replace("/", "_")
+
+
+def evaluate(ctx: EvalContext, options: dict) -> EvalResult:
+    opts = build(BlimpOptions, options or {}, f"eval.options.{NAME}")
+    data = load_pairs(opts)
+    flat, owner = [], []
+    for paradigm, rows in data.items():
+        for i in seeded_subset(len(rows), opts.limit, opts.seed):
+            flat.append(rows[i])
+            owner.append(paradigm)
+    scored = pair_scores(ctx.model, ctx.tokenizer, flat, opts.batch_size, ctx.device)
+    per_paradigm: dict[str, list[float]] = defaultdict(list)
+    for paradigm, s in zip(owner, scored):
+        per_paradigm[paradigm].append(float(s))
+    acc = {p: float(np.mean(v)) for p, v in per_paradigm.items()}
+    first = {p: data[p][0] for p in acc}
+    metrics = {"acc": float(np.mean(list(acc.values())))}
+    for key, group_of in (("field", field_of), ("phenomenon", lambda r: r.get("linguistics_term", "unknown"))):
+        groups: dict[str, list[float]] = defaultdict(list)
+        for p, a in acc.items():
+            groups[group_of(first[p])].append(a)
+        metrics.update({f"acc/{key}/{g}": float(np.mean(v)) for g, v in sorted(groups.items())})
+    metrics.update({f"acc/{p}": a for p, a in acc.items()})
+    n = len(scored)
+    details = {
+        "paradigms": len(acc),
+        "pairs_per_paradigm": opts.limit,
+        "ties": int(np.sum(scored == 0.5)),
+        "tie_rule": "a tie (equal log-probabilities) counts as half right",
+        "acc_pairs": float(np.mean(scored)) if n else float("nan"),  # pooled over pairs, not paradigms
+        "source": opts.path or f"hf:{HF_DATASET}",
+    }
+    return EvalResult(NAME, VERSION, metrics=metrics, stderr={"acc": binomial_stderr(float(np.mean(scored)), n)},
+                      n=n, details=details)

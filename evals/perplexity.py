@@ -1,0 +1,101 @@
+"""Perplexity on the cell's own held-out splits, in units that compare across tokenizers.
+
+For the validation split (and the test split, where the corpus has one) it reports:
+
+- `<split>_loss`: mean negative log-likelihood in nats per token;
+- `<split>_ppl`: exp of that, per token (only comparable between cells with the same tokenizer);
+- `<split>_bpb`: bits per UTF-8 byte, loss / ln 2 / (bytes per token). Bytes are the UTF-8 bytes of
+  the split's cleaned documents plus 1 per document for the separator (the EOT token that closes
+  every document is predicted too, so it is charged one byte). This is the tokenizer-independent
+  number: char, word and BPE models compare on it;
+- `<split>_word_ppl` (word tokenizers only): exp(total nats / words), words being whitespace-split
+  words plus 1 per document for the EOT, so a word model's figure reads like the per-word
+  perplexities published for PTB and WikiText;
+- `<split>_tokens`: tokens scored.
+
+The stream is the cell's tokenized split (document, EOT, document, EOT, ...), scored with
+`evals.scoring.stream_loss`: windows of the model's block_size advancing by `stride` (default: the
+window, i.e. non-overlapping, the same number as the trainer's final `val_loss`); a smaller stride
+gives every token more context. Recurrent models carry their state across the split instead
+(research.evaluation.split_loss), where a stride has no meaning. With `max_tokens`, only the first
+`max_tokens` predictions are scored and bytes per token is the whole split's average.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from evals.base import EvalContext, EvalResult
+from evals.scoring import stream_loss
+from research.config import build
+from research.errors import ConfigError
+
+NAME = "perplexity"
+VERSION = 1
+
+
+@dataclass
+class PerplexityOptions:
+    max_tokens: int | None = None  # score only the first N predictions of each split
+    stride: int | None = None  # window advance; None = the window (non-overlapping)
+    window: int | None = None  # tokens per window; None = the model's block_size (or train.seq_len)
+    batch_size: int = 16
+
+
+def evaluate(ctx: EvalContext, options: dict) -> EvalResult:
+    opts = build(PerplexityOptions, options or {}, f"eval.options.{NAME}")
+    if ctx.load_tokens is None:
+        raise ConfigError(f"{NAME}: the eval context has no token streams (load_tokens); run it through evals.run")
+    model = ctx.model
+    recurrent = getattr(model, "recurrent", False)
+    window = opts.window or getattr(model, "block_size", None) or ctx.config.train.seq_len or 256
+    if opts.stride is not None and not 1 <= opts.stride <= window:
+        raise ConfigError(f"eval.options.{NAME}.stride: must be between 1 and the window ({window})")
+    corpus = ctx.load_corpus() if ctx.load_corpus is not None else None
+    word_level = getattr(ctx.tokenizer, "kind", "") == "word"
+    metrics: dict[str, float] = {}
+    details: dict = {"window": window, "stride": None if recurrent else (opts.stride or window),
+                     "units": "loss: nats/token; bpb: bits per UTF-8 byte (+1 byte per document)"}
+    n_total = 0
+    for split in ("val", "test"):
+        docs = _docs(corpus, split)
+        if corpus is not None and docs is None:
+            continue
+        try:
+            tokens = ctx.load_tokens(split)
+        except (KeyError, FileNotFoundError):
+            continue
+        if len(tokens) < 2:
+            continue
+        if recurrent:
+            from research.evaluation import split_loss
+
+            res = split_loss(model, tokens, window, opts.batch_size, ctx.device, opts.max_tokens,
+                             eot_id=ctx.tokenizer.eot_id)
+        else:
+            res = stream_loss(model, tokens, window, opts.stride, opts.batch_size, ctx.device, opts.max_tokens)
+        loss = res.nats / max(1, res.tokens)
+        metrics[f"{split}_loss"] = loss
+        metrics[f"{split}_ppl"] = math.exp(min(loss, 700.0))
+        metrics[f"{split}_tokens"] = res.tokens
+        if docs is not None:
+            n_bytes = sum(len(d.encode("utf-8")) for d in docs) + len(docs)
+            metrics[f"{split}_bpb"] = loss / math.log(2) / (n_bytes / len(tokens))
+            details[f"{split}_bytes"] = n_bytes
+            if word_level:
+                words = sum(len(d.split()) for d in docs) + len(docs)
+                metrics[f"{split}_word_ppl"] = math.exp(min(loss * len(tokens) / words, 700.0))
+                details[f"{split}_words"] = words
+        n_total += res.tokens
+    if not metrics:
+        raise ConfigError(f"{NAME}: the cell has no validation tokens to score")
+    if corpus is None:
+        details["note"] = "no corpus available: bits per byte not computed"
+    return EvalResult(NAME, VERSION, metrics=metrics, n=n_total, details=details)
+
+
+def _docs(corpus, split: str) -> list[str] | None:
+    if corpus is None:
+        return None
+    return getattr(corpus, split, None)

@@ -1,0 +1,293 @@
+"""Log-likelihood primitives shared by every scored eval (HellaSwag, BLiMP, CoLA, perplexity).
+
+`score_continuations` is the one primitive for multiple-choice and minimal-pair tasks: for each
+(context, continuation) pair it returns the summed natural-log probability of the continuation's
+tokens and their count. It follows lm-evaluation-harness's `loglikelihood` request:
+
+- the pair is tokenized as lm-eval's `_encode_pair` does (trailing spaces of the context move to
+  the continuation; the continuation's tokens are those of `encode(context + continuation)` after
+  the first `len(encode(context))` tokens), so BPE merges across the boundary are scored as the
+  model would see them in running text;
+- an empty context starts from the end-of-text token, the document boundary the model was trained
+  on (lm-eval uses the EOT token the same way);
+- the context is truncated from the LEFT to the model's `block_size`; a continuation longer than the
+  window is scored in successive windows, each with as much left context as fits (lm-eval's
+  rolling log-likelihood), so every continuation token is scored exactly once;
+- windows are sorted by length, batched with right padding (causal models never see the padding)
+  and scattered back, so results do not depend on `batch_size` beyond float rounding.
+
+`stream_loss` is the strided loss over a flat token stream (the perplexity eval); `features` and
+`pooled_features` read the input of `model.lm_head` (the final hidden state) for linear probes.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from research.errors import DataError
+
+
+@dataclass
+class Score:
+    logprob: float  # summed log-probability of the continuation, nats
+    tokens: int  # continuation tokens scored
+
+
+def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
+    """Token ids of (context, continuation) as lm-evaluation-harness splits them."""
+    n_spaces = len(context) - len(context.rstrip())
+    if n_spaces:
+        continuation = context[-n_spaces:] + continuation
+        context = context[:-n_spaces]
+    if not context:
+        return [tokenizer.eot_id], list(tokenizer.encode(continuation))
+    ctx = list(tokenizer.encode(context))
+    whole = list(tokenizer.encode(context + continuation))
+    return (ctx or [tokenizer.eot_id]), whole[len(ctx):]
+
+
+def windows_for(ctx: list[int], cont: list[int], block_size: int | None) -> list[tuple[list[int], list[int]]]:
+    """Split one scored sequence into model inputs: (input ids, the targets of its last positions).
+
+    Targets are the continuation tokens; each window's input ends right before its last target
+    and reaches back at most `block_size` tokens. Windows are built from the end, so the last
+    continuation tokens get the full window of context, and no token is scored twice.
+    """
+    seq = ctx + cont
+    first = len(ctx)  # index in seq of the first scored target
+    if not cont:
+        return []
+    if block_size is None:
+        return [(seq[:-1], cont)]
+    out = []
+    end = len(seq)  # this window scores targets seq[a:end]
+    while end > first:
+        a = max(first, end - block_size)
+        start = max(0, end - 1 - block_size)
+        out.append((seq[start : end - 1], seq[a:end]))
+        end = a
+    return out[::-1]
+
+
+@torch.no_grad()
+def score_token_pairs(model, pairs: Sequence[tuple[list[int], list[int]]], batch_size: int = 32,
+                      device: str = "cpu") -> list[Score]:
+    """`score_continuations` on already tokenized pairs (the context must hold at least one token)."""
+    block_size = getattr(model, "block_size", None)
+    # Identical windows are computed once and shared, so identical inputs (BLiMP's 7 pairs with the
+    # same good and bad sentence, HellaSwag's shared prefixes) always get bit-identical scores.
+    unique: dict[tuple, int] = {}
+    jobs = []  # (input ids, target ids of its last positions)
+    uses = []  # (pair index, job index)
+    for i, (ctx, cont) in enumerate(pairs):
+        if cont and not ctx:
+            raise ValueError("an empty context must start from the EOT token (see encode_pair)")
+        for inp, targets in windows_for(list(ctx), list(cont), block_size):
+            key = (tuple(inp), tuple(targets))
+            if key not in unique:
+                unique[key] = len(jobs)
+                jobs.append((inp, targets))
+            uses.append((i, unique[key]))
+    job_logp = np.zeros(len(jobs), dtype=np.float64)
+    # Longest first: similar lengths share a batch; ties keep input order, so the grouping is a
+    # pure function of the data and batch_size.
+    order = sorted(range(len(jobs)), key=lambda j: -len(jobs[j][0]))
+    was_training = model.training
+    model.eval()
+    try:
+        for b in range(0, len(order), batch_size):
+            rows = order[b : b + batch_size]
+            batch = [jobs[j] for j in rows]
+            width = max(len(inp) for inp, _ in batch)
+            x = torch.zeros(len(batch), width, dtype=torch.long)
+            y = torch.zeros(len(batch), width, dtype=torch.long)
+            mask = torch.zeros(len(batch), width, dtype=torch.bool)
+            for r, (inp, targets) in enumerate(batch):
+                L, n = len(inp), len(targets)
+                x[r, :L] = torch.as_tensor(inp)
+                y[r, L - n : L] = torch.as_tensor(targets)
+                mask[r, L - n : L] = True
+            logits = model(x.to(device)).float()
+            # gather minus logsumexp: the log-softmax without a second (B, T, V) tensor
+            logp = logits.gather(-1, y.to(device)[..., None])[..., 0] - torch.logsumexp(logits, dim=-1)
+            job_logp[rows] = logp.double().masked_fill(~mask.to(device), 0.0).sum(-1).cpu().numpy()
+    finally:
+        model.train(was_training)
+    totals = np.zeros(len(pairs), dtype=np.float64)
+    counts = np.zeros(len(pairs), dtype=np.int64)
+    for i, j in uses:
+        totals[i] += job_logp[j]
+        counts[i] += len(jobs[j][1])
+    return [Score(float(t), int(c)) for t, c in zip(totals, counts)]
+
+
+def score_continuations(model, tokenizer, pairs: Sequence[tuple[str, str]], batch_size: int = 32,
+                        device: str = "cpu") -> list[Score]:
+    """Summed log-probability (nats) and token count of each continuation given its context."""
+    return score_token_pairs(model, [encode_pair(tokenizer, c, x) for c, x in pairs], batch_size, device)
+
+
+def sentence_logprobs(model, tokenizer, sentences: Sequence[str], batch_size: int = 32,
+                      device: str = "cpu") -> list[Score]:
+    """Log-probability of each whole sentence, read from a document boundary (EOT) onwards."""
+    return score_continuations(model, tokenizer, [("", s) for s in sentences], batch_size, device)
+
+
+@dataclass
+class StreamLoss:
+    nats: float  # summed negative log-likelihood
+    tokens: int  # tokens predicted (every token of the stream but the first, once each)
+
+
+@torch.no_grad()
+def stream_loss(model, tokens, window: int, stride: int | None = None, batch_size: int = 16,
+                device: str = "cpu", max_tokens: int | None = None) -> StreamLoss:
+    """Strided sliding-window loss over a flat token stream (the HF `perplexity` guide's method).
+
+    Windows of `window` input tokens advance by `stride`; each scores only the targets no earlier
+    window scored, so every token after the first is predicted once, with at least
+    `window - stride` tokens of context (except near the start). stride = window gives
+    non-overlapping windows, the same numbers as research.evaluation.split_loss; a smaller stride
+    costs window/stride times more compute for a lower (more context) loss.
+    """
+    stride = window if stride is None else stride
+    if not 1 <= stride <= window:
+        raise ValueError(f"stride must be in [1, window={window}], got {stride}")
+    tokens = np.asarray(tokens if max_tokens is None else tokens[: max_tokens + 1], dtype=np.int64)
+    last = len(tokens) - 1  # index of the last target
+    spans = []  # (input start, input end = last target index, targets scored)
+    done = 0  # targets 1..done are scored
+    while done < last:
+        end = min(last, window if done == 0 else done + stride)
+        start = max(0, end - window)
+        spans.append((start, end, end - done))
+        done = end
+    nats, count = 0.0, 0
+    was_training = model.training
+    model.eval()
+    try:
+        for b in range(0, len(spans), batch_size):
+            batch = spans[b : b + batch_size]
+            width = max(e - s for s, e, _ in batch)
+            x = torch.zeros(len(batch), width, dtype=torch.long)
+            y = torch.zeros(len(batch), width, dtype=torch.long)
+            mask = torch.zeros(len(batch), width, dtype=torch.bool)
+            for r, (s, e, n) in enumerate(batch):
+                L = e - s
+                x[r, :L] = torch.from_numpy(tokens[s:e])
+                y[r, :L] = torch.from_numpy(tokens[s + 1 : e + 1])
+                mask[r, L - n : L] = True
+            logits = model(x.to(device)).float()
+            nll = F.cross_entropy(logits.transpose(1, 2), y.to(device), reduction="none")
+            nats += nll.masked_fill(~mask.to(device), 0.0).sum().item()
+            count += int(mask.sum())
+    finally:
+        model.train(was_training)
+    return StreamLoss(nats, count)
+
+
+def features(model, idx: torch.Tensor) -> torch.Tensor:
+    """The input of `model.lm_head` (the final hidden state), (B, T, C), captured with a forward hook."""
+    captured = []
+    handle = model.lm_head.register_forward_hook(lambda module, args, output: captured.append(args[0]))
+    try:
+        with torch.no_grad():
+            model(idx)
+    finally:
+        handle.remove()
+    return captured[0]
+
+
+@torch.no_grad()
+def pooled_features(model, tokenizer, texts: Sequence[str], batch_size: int = 32, device: str = "cpu") -> torch.Tensor:
+    """Mean of the final hidden states over each text's tokens, (N, C) float32 on the CPU.
+
+    The input is EOT followed by the text (its last `block_size - 1` tokens when longer); the EOT
+    position is left out of the mean, since its state is the same for every text.
+    """
+    block_size = getattr(model, "block_size", None)
+    seqs = []
+    for t in texts:
+        ids = list(tokenizer.encode(t)) or [tokenizer.eot_id]
+        if block_size is not None:
+            ids = ids[-(block_size - 1):] if block_size > 1 else ids[-1:]
+        seqs.append(([tokenizer.eot_id] if block_size is None or block_size > 1 else []) + ids)
+    out = [None] * len(seqs)
+    was_training = model.training
+    model.eval()
+    try:
+        order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
+        for b in range(0, len(order), batch_size):
+            rows = order[b : b + batch_size]
+            width = max(len(seqs[i]) for i in rows)
+            x = torch.zeros(len(rows), width, dtype=torch.long)
+            mask = torch.zeros(len(rows), width, dtype=torch.bool)
+            for r, i in enumerate(rows):
+                x[r, : len(seqs[i])] = torch.as_tensor(seqs[i])
+                skip = 1 if len(seqs[i]) > 1 else 0
+                mask[r, skip : len(seqs[i])] = True
+            h = features(model, x.to(device)).float().cpu()
+            pooled = (h * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+            for r, i in enumerate(rows):
+                out[i] = pooled[r]
+    finally:
+        model.train(was_training)
+    return torch.stack(out) if out else torch.zeros(0, 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Data and statistics helpers the scored evals share
+
+
+def seeded_subset(n: int, limit: int | None, seed: int) -> list[int]:
+    """Indices of a seeded random sample of `limit` of `n` items, in their original order.
+
+    A random sample, not the first N: dataset files are often sorted (by source, by domain), so a
+    prefix is a biased subset. The same (n, limit, seed) always gives the same items.
+    """
+    if limit is None or limit >= n:
+        return list(range(n))
+    return sorted(np.random.default_rng(seed).choice(n, size=limit, replace=False).tolist())
+
+
+def binomial_stderr(p: float, n: int) -> float:
+    """Standard error of a proportion p over n independent items: sqrt(p (1 - p) / n)."""
+    return float(np.sqrt(p * (1.0 - p) / n)) if n > 0 else float("nan")
+
+
+def read_jsonl(path) -> list[dict]:
+    """JSON Lines, plain or gzip-compressed (by the `.gz` suffix)."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def load_hf(eval_name: str, dataset: str, *args, **kwargs):
+    """`datasets.load_dataset`, turning any failure (offline, no such split) into a one-line DataError."""
+    try:
+        import datasets
+
+        return datasets.load_dataset(dataset, *args, **kwargs)
+    except Exception as e:  # offline, hub errors, missing scripts: all fixed the same way
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise DataError(
+            f"{eval_name}: could not load '{dataset}' from the Hugging Face hub ({reason}); "
+            f"set eval.options.{eval_name}.path to a local copy"
+        ) from None
+
+
+def local_path(eval_name: str, path) -> Path:
+    """The user's `eval.options.<eval>.path`, checked to exist."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise DataError(f"eval.options.{eval_name}.path: {p} does not exist; point it at the downloaded files")
+    return p
