@@ -11,10 +11,26 @@ MODELS = Registry(
     "model",
     {
         "gpt": "research.models.gpt:GPT",
+        "windowed": "research.models.windowed:WindowedGPT",
+        "tapered": "research.models.tapered:TaperedGPT",
+        "shared": "research.models.shared:SharedGPT",
+        "residual_root": "research.models.residual_root:ResidualRootGPT",
+        "shared_windowed": "research.models.combined:SharedWindowedGPT",
+        "tapered_windowed": "research.models.combined:TaperedWindowedGPT",
+        "residual_root_windowed": "research.models.combined:ResidualRootWindowedGPT",
     },
 )
 
 
 def build_model(cfg, vocab_size: int):
-    """Instantiate the registered model for `cfg.arch` over a vocabulary of `vocab_size`."""
-    return MODELS.get(cfg.arch, key="model.arch")(cfg, vocab_size)
+    """Instantiate the registered model for `cfg.arch` over a vocabulary of `vocab_size`.
+
+    With `match_params` set, the width is first sized to the budget (research.sizing); the model's
+    `cfg` is then the resolved config (chosen n_embd / d_ff, match_params cleared) for the record.
+    """
+    model_cls = MODELS.get(cfg.arch, key="model.arch")
+    if getattr(cfg, "match_params", None) is not None:
+        from research.sizing import match_params
+
+        cfg = match_params(model_cls, cfg, vocab_size)
+    return model_cls(cfg, vocab_size)

@@ -1,0 +1,185 @@
+"""The common base of the architecture variants: a GPT whose layers may differ from each other.
+
+`VariantGPT` with no hook overridden is `GPT` (same parameter count, same FLOPs; attention keeps
+its query and key/value projections apart so keys can come from another stream), but it
+routes every per-layer choice through a small hook, so one variant is one file that overrides one
+hook and variants compose by multiple inheritance (each hook calls `super()`):
+
+- `layer_width(i)`, `layer_ff(i)`: residual width and feed-forward width of layer i (tapered);
+- `attention_kwargs(i)`: extra arguments of layer i's attention, e.g. its window (windowed) or
+  head count (layer-wise scaling);
+- `cfg.unique_layers()` and `make_block(i)`: how many distinct blocks exist; `self.blocks` holds
+  one entry per applied layer, and a shared block appears several times (shared);
+- `step_input(i, x)`: what happens to the stream before application i (a step embedding, a width
+  projection); `stream_out(x)`: back to the embedding width before the final norm;
+- `embed(idx)`, `run_blocks(x)`: where the residual stream starts (residual_root).
+
+Parameter counts come from the base class (a shared tensor counts once). `flops_per_token` walks
+the applied layers, so a block applied twice costs twice and a windowed layer attends over
+min(T, w) positions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from research.models.gpt import GPT, MLP, Block, CausalSelfAttention, GPTConfig, Rotary
+from research.models.window_attention import window_attention
+
+
+@dataclass
+class VariantConfig(GPTConfig):
+    def unique_layers(self) -> int:
+        """Number of distinct blocks (per-layer lists such as windows have this many entries)."""
+        return self.n_layer
+
+    def head_multiple(self) -> int:
+        """Widths are multiples of this, so every layer splits into whole (even, for RoPE) heads."""
+        return self.n_head * (2 if self.pos == "rope" else 1)
+
+
+class LayerAttention(CausalSelfAttention):
+    """Causal self-attention with its own width, head count and window.
+
+    `n_head` heads of size `head_dim` (default: dim / cfg.n_head) give an inner width
+    n_head * head_dim that may differ from the residual width `dim` (OpenELM's layer-wise head
+    scaling). `window` limits each query to the last `window` positions (None: all).
+    """
+
+    def __init__(self, cfg: GPTConfig, dim: int, n_head: int | None = None, head_dim: int | None = None,
+                 window: int | None = None, kv_dim: int | None = None):
+        nn.Module.__init__(self)
+        self.n_head = n_head or cfg.n_head
+        # a per-layer head count (layer-wise scaling) uses plain multi-head attention, no grouping
+        self.n_kv_head = self.n_head if n_head else (cfg.n_kv_head or cfg.n_head)
+        self.head_dim = head_dim or dim // cfg.n_head
+        self.window = window
+        self.inner = self.n_head * self.head_dim
+        kv = self.n_kv_head * self.head_dim
+        self.q = nn.Linear(dim, self.inner, bias=cfg.bias)
+        self.kv = nn.Linear(kv_dim or dim, 2 * kv, bias=cfg.bias)
+        self.proj = nn.Linear(self.inner, dim, bias=cfg.bias)
+        self.proj.is_residual_out = True
+        self.dropout = cfg.dropout
+        self.resid_drop = nn.Dropout(cfg.dropout)
+        self.rotary = Rotary(self.head_dim, cfg.block_size, cfg.rope_base) if cfg.pos == "rope" else None
+
+    def split_heads(self, x: torch.Tensor, memory: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        B, T, _ = x.shape
+        memory = x if memory is None else memory
+        q = self.q(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)
+        k, v = self.kv(memory).view(B, T, 2 * self.n_kv_head, self.head_dim).transpose(1, 2).chunk(2, dim=1)
+        if self.rotary is not None:
+            q, k = self.rotary(q), self.rotary(k)
+        return q, k, v
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return window_attention(q, k, v, self.window, self.dropout if self.training else 0.0,
+                                enable_gqa=self.n_kv_head != self.n_head)
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor | None = None) -> torch.Tensor:
+        """Self-attention, or with `memory` (same length as x) keys and values come from it."""
+        B, T, _ = x.shape
+        y = self.attend(*self.split_heads(x, memory))
+        return self.resid_drop(self.proj(y.transpose(1, 2).reshape(B, T, self.inner)))
+
+
+class VariantGPT(GPT):
+    Config = VariantConfig
+
+    def __init__(self, cfg: VariantConfig, vocab_size: int):
+        super().__init__(cfg, vocab_size)
+        self.add_stream_modules()
+        self.init_weights_()  # again: stream modules are added after GPT's own init
+
+    # -- per-layer hooks -------------------------------------------------------------------------
+    def layer_width(self, layer: int) -> int:
+        return self.cfg.n_embd
+
+    def layer_ff(self, layer: int) -> int:
+        return round(self.cfg.ff_width * self.layer_width(layer) / self.cfg.n_embd)
+
+    def attention_kwargs(self, layer: int) -> dict:
+        return {"dim": self.layer_width(layer)}
+
+    def make_attention(self, layer: int) -> nn.Module:
+        return LayerAttention(self.cfg, **self.attention_kwargs(layer))
+
+    def make_mlp(self, layer: int) -> nn.Module:
+        return MLP(self.cfg, dim=self.layer_width(layer), hidden=self.layer_ff(layer))
+
+    def make_block(self, layer: int) -> nn.Module:
+        return Block(self.cfg, self.make_attention(layer), self.make_mlp(layer), dim=self.layer_width(layer))
+
+    def add_stream_modules(self) -> None:
+        """Modules outside the blocks (projections, step embeddings); built after the blocks."""
+
+    def step_input(self, step: int, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def stream_out(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def run_blocks(self, x: torch.Tensor) -> torch.Tensor:
+        for step, block in enumerate(self.blocks):
+            x = block(self.step_input(step, x))
+        return x
+
+    # ---------------------------------------------------------------------------------------------
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        if idx.shape[1] > self.block_size:
+            raise ValueError(f"sequence of {idx.shape[1]} tokens exceeds block_size {self.block_size}")
+        x = self.run_blocks(self.embed(idx))
+        return self.lm_head(self.norm_f(self.stream_out(x)))
+
+    def windows(self) -> list[int | None]:
+        """The attention window of each applied layer (None: the whole context)."""
+        return [block.attn.window for block in self.blocks]
+
+    def receptive_field(self) -> int:
+        """How far back the last layer's output can see: 1 + sum of (w_l - 1), capped at block_size."""
+        reach = sum((w or self.block_size) - 1 for w in self.windows())
+        return min(self.block_size, 1 + reach)
+
+    def architecture_metrics(self) -> dict:
+        """Facts about the built model a results table wants next to the parameter count."""
+        return {
+            "layers_applied": len(self.blocks),
+            "unique_blocks": len({id(b) for b in self.blocks}),
+            "receptive_field_tokens": self.receptive_field(),
+            "n_embd": self.cfg.n_embd,
+        }
+
+    def flops_per_token(self, seq_len: int) -> float:
+        """6 N_applied + 12 sum_l (attention inner width_l * min(T, w_l)), as GPT.flops_per_token.
+
+        N_applied counts the unique parameters outside the lookups (as GPT), plus each block's
+        parameters once more for every extra time that block is applied.
+        """
+        n = self.num_params() - sum(p.numel() for p in {id(p): p for p in self.lookup_parameters()}.values())
+        unique = {id(b): b for b in self.blocks}
+        per_block = {k: sum(p.numel() for p in b.parameters()) for k, b in unique.items()}
+        n += sum(per_block[id(b)] for b in self.blocks) - sum(per_block.values())
+        attn = sum(b.attn.inner * min(seq_len, b.attn.window or seq_len) for b in self.blocks)
+        return 6.0 * n + 12.0 * attn
+
+    def lookup_parameters(self) -> list[nn.Parameter]:
+        """Tables that are indexed or added, never multiplied: out of FLOPs and of non-embedding N."""
+        params = [self.pos_emb.weight] if self.pos_emb is not None else []
+        if not self.cfg.tie_embeddings:
+            params.append(self.tok_emb.weight)
+        return params
+
+    def embedding_parameters(self) -> list[nn.Parameter]:
+        return super().embedding_parameters() + self.lookup_parameters()
+
+    @torch.no_grad()
+    def init_weights_(self) -> None:
+        super().init_weights_()
+        for p in self.parameters():
+            if getattr(p, "init_std", None) is not None:
+                nn.init.normal_(p, mean=0.0, std=p.init_std)
