@@ -153,6 +153,8 @@ def train_cell(cell, cell_dir: Path, cache_root: Path) -> dict:
         "train_s": train_s,
         "tokens_per_s": session_tokens / train_s if train_s > 0 else float("nan"),
     }
+    if hasattr(model, "architecture_metrics"):  # variants: layers applied, unique blocks, receptive field
+        metrics.update(model.architecture_metrics())
     metrics.update(score_splits(model, tokens, cfg, seq_len, device))
     floor = tokens.meta["corpus"].get("floor_bits_per_byte")
     if floor is not None:  # the built-in grammar's exact entropy: no model can go below it
@@ -269,7 +271,7 @@ def build_trainer(cfg, root: Path, logger, callbacks: list) -> L.Trainer:
         precision=precision_for(cfg),
         logger=logger,
         callbacks=callbacks,
-        gradient_clip_val=t.grad_clip,
+        gradient_clip_val=None,  # LMModule clips (see its on_before_optimizer_step)
         val_check_interval=min(t.eval_every, t.max_steps),
         check_val_every_n_epoch=None,
         num_sanity_val_steps=0,

@@ -84,7 +84,7 @@ class TrainConfig:
     logger: Literal["csv", "tensorboard", "wandb"] = "csv"
     accelerator: str = "auto"
     devices: int = 1
-    compile: bool = False  # torch.compile the inner nn.Module
+    compile: bool | None = None  # torch.compile the inner nn.Module; None: on when training on CUDA
     progress_bar: bool | None = None  # None: only when stderr is a terminal
     seq_len: int | None = None  # tokens per training sequence; None: the model's block_size (64 for RNNs)
     checkpoint_every: int | None = None  # steps between resumable checkpoints; None: eval_every; 0: never

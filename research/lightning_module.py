@@ -36,7 +36,10 @@ class LMModule(L.LightningModule):
         self.bytes_per_token = bytes_per_token
         self.recurrent = getattr(self.model, "recurrent", False)
         self._state = None
-        self._forward = torch.compile(self.model) if self.cfg.train.compile else self.model
+        compile_ = self.cfg.train.compile
+        if compile_ is None:  # compile pays off on GPU; on CPU its start-up time dominates tiny runs
+            compile_ = torch.cuda.is_available() and self.cfg.train.accelerator in ("auto", "gpu", "cuda")
+        self._forward = torch.compile(self.model) if compile_ else self.model
 
     # -- loss -----------------------------------------------------------------------------------
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -64,6 +67,17 @@ class LMModule(L.LightningModule):
         loss = self.loss(self.model(x), y)
         self.log("val/loss", loss, on_epoch=True, prog_bar=True, sync_dist=True)
         self.log("val/bpb", loss / math.log(2) / self.bytes_per_token, on_epoch=True, sync_dist=True)
+
+    def on_before_optimizer_step(self, optimizer):
+        """Clip the gradient norm here rather than through the Trainer: Lightning refuses to clip
+        for optimizers that unscale internally (fused AdamW, used on CUDA) under mixed precision,
+        and this way the norm before clipping is logged too."""
+        clip = self.cfg.train.grad_clip
+        if clip is None:
+            return
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        if (self.global_step + 1) % self.cfg.train.log_every == 0:
+            self.log("train/grad_norm", norm, on_step=True)
 
     def on_train_batch_end(self, outputs, batch, batch_idx):
         if (self.global_step % self.cfg.train.log_every) == 0:
