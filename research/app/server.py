@@ -1,0 +1,632 @@
+"""`python -m research.app`: a local web app over a results folder.
+
+    python -m research.app                          # serves ./results on http://127.0.0.1:7860/
+    python -m research.app --results-dir runs --port 0
+
+One page (`page.html`, inline JS/CSS/SVG: no CDN, works offline) over a small JSON API served by
+the standard library's `ThreadingHTTPServer`, so there is nothing to install and a long generation
+in one tab does not block the grid list in another:
+
+    GET  /                                   the page
+    GET  /api/grids                          grids in the results folder, with cell counts by status
+    GET  /api/grid/<grid>                    one row per cell: status, progress, axes, final metrics
+    GET  /api/grid/<grid>/curves             every cell's train/val loss curve (nats/token) by step
+    GET  /api/cell/<grid>/<cell>/curve       one cell's curve
+    GET  /api/generate?grid=&cell=&prompt=   Server-Sent Events, one `token` event per sampled token,
+    POST /api/generate  {"grid", "cell", ...}  then `done` ({tokens, stop: "eot" | "max_tokens"})
+    POST /api/validate  {"yaml": text}       -> {ok, error, name, cells}
+    POST /api/start     {"yaml": text}       validates, then runs `python -m ablations.run` on it
+    GET  /api/runs                           grids started from the page: pid, running, log tail
+
+Only 127.0.0.1 is bound, and requests whose Host is not localhost are refused (a DNS-rebinding
+page cannot reach the API); POST bodies must be JSON, which a cross-site form cannot send without a
+CORS preflight this server never grants. Grid and cell names are checked against the folder-name
+pattern and must resolve inside the results folder. Errors are JSON `{"error": one line}`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib.resources
+import json
+import logging
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import torch
+import yaml
+
+from ablations.grid import Grid, load_grid
+from ablations.results import cell_status
+from research.errors import ConfigError, UserError
+
+log = logging.getLogger(__name__)
+
+#: grid and cell folder names as ablations.grid writes them; anything else (`..`, `/`) is refused
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+#: the largest request body accepted (a grid YAML is a few kB)
+MAX_BODY = 1 << 20
+#: the most tokens one request may ask for; the page's default is 300
+MAX_NEW_TOKENS = 4000
+#: a partial cell whose files changed this recently counts as training now (seconds)
+ACTIVE_S = 120.0
+#: the final metrics the grid table shows first; units as in results/README.md
+HEADLINE = ["params", "val_loss", "val_ppl", "val_bpb", "test_ppl", "wall_s", "tokens_per_s"]
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "[::1]"}
+
+
+class ApiError(Exception):
+    """A request the client can fix; answered as JSON {"error": message} with this HTTP status."""
+
+    def __init__(self, status: HTTPStatus, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+class ModelCache:
+    """The last few loaded cells, most recent last. Keyed by the weights file and its mtime, so a
+    cell trained again is reloaded rather than served stale."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._items: OrderedDict[tuple, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, cell_dir: Path):
+        from research.checkpoint import load_cell
+
+        weights = cell_dir / "model.pt"
+        key = (str(cell_dir), weights.stat().st_mtime_ns if weights.exists() else 0)
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+            loaded = load_cell(cell_dir)  # raises UserError for an unfinished cell
+            self._items[key] = loaded
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+            return loaded
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+@dataclass
+class Run:
+    """A grid started from the page: `python -m ablations.run` in a child process."""
+
+    grid: str
+    proc: subprocess.Popen
+    yaml_path: Path
+    log_path: Path
+    started: float = field(default_factory=time.time)
+
+    def to_dict(self) -> dict:
+        code = self.proc.poll()
+        return {"pid": self.proc.pid, "grid": self.grid, "running": code is None, "returncode": code,
+                "started": self.started, "yaml": str(self.yaml_path), "log": str(self.log_path),
+                "log_tail": _tail(self.log_path, 15)}
+
+
+@dataclass
+class GenerateRequest:
+    grid: str
+    cell: str
+    prompt: str = ""
+    max_tokens: int = 300
+    temperature: float = 0.8
+    top_k: int | None = None
+    top_p: float | None = None
+    seed: int | None = None
+
+    @classmethod
+    def parse(cls, params: dict[str, Any]) -> GenerateRequest:
+        unknown = set(params) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ApiError(HTTPStatus.BAD_REQUEST, f"unknown generate parameter '{sorted(unknown)[0]}'; "
+                                                   f"expected {', '.join(cls.__dataclass_fields__)}")
+        for key in ("grid", "cell"):
+            if not params.get(key):
+                raise ApiError(HTTPStatus.BAD_REQUEST, f"'{key}' is required: name the checkpoint as grid and cell")
+        req = cls(grid=str(params["grid"]), cell=str(params["cell"]), prompt=str(params.get("prompt") or ""))
+        req.max_tokens = _number(params, "max_tokens", int, req.max_tokens, 1, MAX_NEW_TOKENS)
+        req.temperature = _number(params, "temperature", float, req.temperature, 0.0, 100.0)
+        req.top_k = _number(params, "top_k", int, None, 0, None) or None  # 0 means no top-k filter
+        top_p = _number(params, "top_p", float, None, 0.0, 1.0)
+        req.top_p = top_p if top_p is not None and 0.0 < top_p < 1.0 else None  # 1 (or 0) means off
+        req.seed = _number(params, "seed", int, None, 0, None)
+        return req
+
+
+def _number(params: dict, key: str, kind: type, default, low, high):
+    value = params.get(key)
+    if value is None or value == "":
+        return default
+    try:
+        out = kind(value)
+        if kind is int and isinstance(value, float) and value != out:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ApiError(HTTPStatus.BAD_REQUEST, f"{key}: expected {kind.__name__}, got {value!r}") from None
+    if (isinstance(out, float) and not math.isfinite(out)) or out < low or (high is not None and out > high):
+        bounds = f"between {low} and {high}" if high is not None else f">= {low}"
+        raise ApiError(HTTPStatus.BAD_REQUEST, f"{key}: must be {bounds}, got {value!r}")
+    return out
+
+
+def check_grid_text(text: str) -> Grid:
+    """Validate grid YAML from the browser exactly as `python -m ablations.run` would the file."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{where}not valid YAML ({problem})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError("a grid is a YAML mapping with keys name, base, grid, seeds")
+    return load_grid(None, raw=raw)
+
+
+class App:
+    """What the handlers share: the results folder, the model cache and the grids started here."""
+
+    def __init__(self, results_dir: Path, cache_size: int = 4):
+        self.results_dir = Path(results_dir).resolve()
+        self.models = ModelCache(cache_size)
+        self.runs: list[Run] = []
+        self._runs_lock = threading.Lock()
+
+    # paths -----------------------------------------------------------------------------------
+    def _child(self, parent: Path, name: str, what: str) -> Path:
+        if not isinstance(name, str) or not NAME.fullmatch(name):
+            raise ApiError(HTTPStatus.BAD_REQUEST, f"{what} {name!r}: not a results folder name")
+        path = (parent / name).resolve()
+        if path.parent != parent.resolve() or not path.is_relative_to(self.results_dir):
+            raise ApiError(HTTPStatus.BAD_REQUEST, f"{what} {name!r}: outside the results folder")
+        if not path.is_dir():
+            raise ApiError(HTTPStatus.NOT_FOUND, f"{what} '{name}' not found in {self.results_dir}")
+        return path
+
+    def grid_dir(self, grid: str) -> Path:
+        return self._child(self.results_dir, grid, "grid")
+
+    def cell_dir(self, grid: str, cell: str) -> Path:
+        return self._child(self.grid_dir(grid), cell, "cell")
+
+    # grids -----------------------------------------------------------------------------------
+    def grid_names(self) -> list[str]:
+        if not self.results_dir.is_dir():
+            return []
+        return sorted(p.name for p in self.results_dir.iterdir()
+                      if p.is_dir() and NAME.fullmatch(p.name) and _is_grid(p))
+
+    def list_grids(self) -> list[dict]:
+        out = []
+        for name in self.grid_names():
+            detail = self.grid_detail(name)
+            counts = {s: 0 for s in ("done", "partial", "failed", "pending")}
+            for row in detail["rows"]:
+                counts[row["status"]] += 1
+            out.append({"name": name, "description": detail["description"], "cells": len(detail["rows"]),
+                        **counts, "running": detail["running"], "updated": detail["updated"]})
+        return out
+
+    def grid_detail(self, grid: str) -> dict:
+        grid_dir = self.grid_dir(grid)
+        record = _read_json(grid_dir / "grid.json") or {}
+        listed = [c for c in record.get("cells", []) if isinstance(c, dict) and NAME.fullmatch(str(c.get("id", "")))]
+        ids = [c["id"] for c in listed]
+        on_disk = sorted(p.name for p in grid_dir.iterdir() if p.is_dir() and NAME.fullmatch(p.name)
+                         and (p / "config.yaml").exists() and p.name not in ids)
+        axes = [a for a in record.get("axes", []) if isinstance(a, str)]
+        rows = [self._row(grid_dir / c["id"], c, axes) for c in listed]
+        rows += [self._row(grid_dir / cid, {"id": cid}, axes) for cid in on_disk]
+        now = time.time()
+        updated = max([r["updated"] for r in rows if r["updated"]] + [grid_dir.stat().st_mtime])
+        running = any(r["status"] == "partial" and now - (r["updated"] or 0) < ACTIVE_S for r in rows)
+        running = running or any(run["running"] for run in self.list_runs() if run["grid"] == grid)
+        names = {k for r in rows for k in r["metrics"]}
+        metrics = [k for k in HEADLINE if k in names] + sorted(names - set(HEADLINE))
+        return {"name": grid, "description": record.get("description", ""), "axes": axes, "metrics": metrics,
+                "rows": rows, "running": running, "updated": updated}
+
+    def _row(self, cell_dir: Path, listed: dict, axes: list[str]) -> dict:
+        status = cell_status(cell_dir)
+        row = {"cell": listed["id"], "seed": listed.get("seed"), "status": status,
+               "axes": {a: _short(listed.get("axes", {}).get(a)) for a in axes}, "metrics": {}, "progress": None,
+               "step": None, "max_steps": None, "updated": _mtime(cell_dir)}
+        if status == "done":
+            metrics = _read_json(cell_dir / "metrics.json") or {}
+            row["metrics"] = {k: (v if math.isfinite(v) else None) for k, v in metrics.items()
+                              if isinstance(v, (int, float)) and not isinstance(v, bool)}  # NaN is not JSON
+            row["progress"] = 1.0
+        elif status == "failed":
+            row["reason"] = (_read_json(cell_dir / "error.json") or {}).get("reason")
+        if status == "partial":
+            curve = read_curve(cell_dir)
+            row["step"], row["max_steps"] = curve["last_step"], curve["max_steps"]
+            if row["step"] is not None and row["max_steps"]:
+                row["progress"] = min(1.0, (row["step"] + 1) / row["max_steps"])
+        return row
+
+    def curve(self, grid: str, cell: str) -> dict:
+        cell_dir = self.cell_dir(grid, cell)
+        return {"cell": cell, "status": cell_status(cell_dir), **read_curve(cell_dir)}
+
+    def grid_curves(self, grid: str) -> dict:
+        rows = self.grid_detail(grid)["rows"]
+        grid_dir = self.grid_dir(grid)
+        return {"grid": grid, "unit": "nats/token",
+                "cells": {r["cell"]: {"status": r["status"], **read_curve(grid_dir / r["cell"])}
+                          for r in rows if r["status"] != "pending"}}
+
+    # grid files from the page ---------------------------------------------------------------
+    def validate(self, text: str) -> dict:
+        try:
+            grid = check_grid_text(text)
+        except UserError as e:
+            return {"ok": False, "error": str(e), "name": None, "cells": []}
+        return {"ok": True, "error": None, "name": grid.name, "cells": [c.id for c in grid.cells],
+                "results": str(self.results_dir / grid.name)}
+
+    def start(self, text: str) -> dict:
+        checked = self.validate(text)
+        if not checked["ok"]:
+            raise ApiError(HTTPStatus.BAD_REQUEST, checked["error"])
+        name = checked["name"]
+        with self._runs_lock:
+            if any(r.grid == name and r.proc.poll() is None for r in self.runs):
+                raise ApiError(HTTPStatus.CONFLICT, f"grid '{name}' is already running from this app; wait for it "
+                                                    "to finish (its cells appear in the grid list)")
+            work = self.results_dir / "_app"
+            work.mkdir(parents=True, exist_ok=True)
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            yaml_path = work / f"{name}-{stamp}.yaml"
+            log_path = work / f"{name}-{stamp}.log"
+            yaml_path.write_text(text)
+            with open(log_path, "wb") as out:
+                proc = subprocess.Popen([sys.executable, "-m", "ablations.run", str(yaml_path), "--results-dir",
+                                         str(self.results_dir)], stdout=out, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL)
+            run = Run(name, proc, yaml_path, log_path)
+            self.runs.append(run)
+        log.info("started grid %s (pid %d), log %s", name, proc.pid, log_path)
+        return {**checked, **run.to_dict()}
+
+    def list_runs(self) -> list[dict]:
+        with self._runs_lock:
+            return [r.to_dict() for r in self.runs]
+
+    def close(self) -> None:
+        """Stop the grids started here; the runner resumes them on the next run of the same file."""
+        with self._runs_lock:
+            for run in self.runs:
+                if run.proc.poll() is None:
+                    run.proc.terminate()
+            for run in self.runs:
+                try:
+                    run.proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    run.proc.kill()
+                    run.proc.wait()
+
+    # generation ------------------------------------------------------------------------------
+    def load(self, req: GenerateRequest):
+        cell_dir = self.cell_dir(req.grid, req.cell)
+        try:
+            return self.models.get(cell_dir)
+        except UserError as e:
+            raise ApiError(HTTPStatus.CONFLICT, str(e)) from None
+
+    def stream(self, loaded, req: GenerateRequest, emit) -> dict:
+        """Sample from `loaded`, calling `emit(event, data)` per token and once at the end.
+
+        Each token event carries the new suffix of the decoded completion (decoding the growing id
+        list, not the lone token, keeps word-level spacing and multi-byte BPE pieces right). While the
+        completion ends in U+FFFD (half a UTF-8 character) the text is held back for the next token.
+        """
+        from research.generate import generate
+
+        tok = loaded.tokenizer
+        prompt_ids = tok.encode(req.prompt) if req.prompt else []
+        head = tok.decode(prompt_ids)
+        ids: list[int] = []
+        sent = ""
+        gen = torch.Generator().manual_seed(req.seed) if req.seed is not None else None
+
+        def on_token(token: int) -> None:
+            nonlocal sent
+            ids.append(token)
+            full = tok.decode(prompt_ids + ids)
+            text = full[len(head):] if full.startswith(head) else tok.decode(ids)
+            if text.endswith("\ufffd"):
+                emit("token", {"token": token, "delta": ""})
+            elif text.startswith(sent):
+                emit("token", {"token": token, "delta": text[len(sent):]})
+                sent = text
+            else:  # an earlier piece decoded differently once completed: resend the whole completion
+                emit("token", {"token": token, "delta": "", "text": text})
+                sent = text
+
+        t0 = time.perf_counter()
+        out = generate(loaded.model, prompt_ids, req.max_tokens, tok.eot_id, temperature=req.temperature,
+                       top_k=req.top_k, top_p=req.top_p, generator=gen, stream=on_token)
+        seconds = time.perf_counter() - t0
+        final = tok.decode(prompt_ids + out)
+        text = final[len(head):] if final.startswith(head) else tok.decode(out)
+        done = {"tokens": len(out), "stop": "max_tokens" if len(out) >= req.max_tokens else "eot",
+                "text": text, "prompt": head, "seconds": seconds,
+                "tokens_per_s": len(out) / seconds if seconds > 0 else None}
+        emit("done", done)
+        return done
+
+
+def _is_grid(path: Path) -> bool:
+    return (path / "grid.json").exists() or any((p / "config.yaml").exists() for p in path.iterdir() if p.is_dir())
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _mtime(path: Path) -> float | None:
+    """The newest mtime among the folder and its direct files: the log files change as a cell trains."""
+    if not path.exists():
+        return None
+    times = [path.stat().st_mtime]
+    times += [p.stat().st_mtime for p in path.iterdir() if p.is_file()]
+    return max(times)
+
+
+def _short(value):
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True)[:60]
+    return value
+
+
+def _tail(path: Path, lines: int) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 8192))
+            return "\n".join(f.read().decode("utf-8", "replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def read_curve(cell_dir: Path) -> dict:
+    """Train and val loss (nats/token) by step from Lightning's `metrics.csv`, which the logger
+    rewrites as it trains: a half-written or missing file gives what could be read."""
+    train: list[list[float]] = []
+    val: list[list[float]] = []
+    try:
+        with open(cell_dir / "metrics.csv", newline="") as f:
+            for row in csv.DictReader(f):
+                step = _float(row.get("step"))
+                if step is None:
+                    continue
+                for key, points in (("train/loss", train), ("val/loss", val)):
+                    value = _float(row.get(key))
+                    if value is not None:
+                        points.append([step, value])
+    except (OSError, csv.Error):
+        pass
+    max_steps = None
+    try:
+        config = yaml.safe_load((cell_dir / "config.yaml").read_text())
+        max_steps = int(config["train"]["max_steps"])
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError):
+        pass
+    steps = [p[0] for p in train + val]
+    return {"unit": "nats/token", "train": train, "val": val, "max_steps": max_steps,
+            "last_step": int(max(steps)) if steps else None}
+
+
+def _float(text) -> float | None:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+class Handler(BaseHTTPRequestHandler):
+    """Routes a request to an `App` method; see the module docstring for the API."""
+
+    app: App  # set on the subclass that make_server builds
+    server_version = "research-app"
+    #: one small write per streamed token: with Nagle's algorithm each waits ~40 ms for the last one's ACK
+    disable_nagle_algorithm = True
+
+    GET_ROUTES = [
+        (re.compile(r"/"), "page"),
+        (re.compile(r"/api/grids"), "get_grids"),
+        (re.compile(r"/api/grid/([^/]+)"), "get_grid"),
+        (re.compile(r"/api/grid/([^/]+)/curves"), "get_grid_curves"),
+        (re.compile(r"/api/cell/([^/]+)/([^/]+)/curve"), "get_curve"),
+        (re.compile(r"/api/runs"), "get_runs"),
+        (re.compile(r"/api/generate"), "generate"),
+    ]
+    POST_ROUTES = [
+        (re.compile(r"/api/validate"), "post_validate"),
+        (re.compile(r"/api/start"), "post_start"),
+        (re.compile(r"/api/generate"), "generate"),
+    ]
+
+    def do_GET(self):
+        self._dispatch(self.GET_ROUTES)
+
+    def do_POST(self):
+        self._dispatch(self.POST_ROUTES)
+
+    def _dispatch(self, routes) -> None:
+        url = urlsplit(self.path)
+        self.query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        try:
+            host = (self.headers.get("Host") or "").rsplit(":", 1)[0]
+            if host not in LOCAL_HOSTS:
+                raise ApiError(HTTPStatus.FORBIDDEN, f"Host '{host}' refused: open the app at http://127.0.0.1")
+            for pattern, name in routes:
+                match = pattern.fullmatch(url.path)
+                if match:
+                    getattr(self, name)(*(unquote(g) for g in match.groups()))
+                    return
+            raise ApiError(HTTPStatus.NOT_FOUND, f"no such page: {self.command} {url.path}")
+        except ApiError as e:
+            self._json({"error": str(e)}, e.status)
+        except UserError as e:
+            self._json({"error": str(e)}, HTTPStatus.BAD_REQUEST)
+        except (BrokenPipeError, ConnectionResetError):
+            log.debug("client went away: %s", self.path)
+        except Exception as e:  # noqa: BLE001 - a bug: keep serving, log the traceback, answer one line
+            log.exception("%s %s failed", self.command, self.path)
+            self._json({"error": f"internal error: {type(e).__name__}: {e}".splitlines()[0]},
+                       HTTPStatus.INTERNAL_SERVER_ERROR)
+
+    # responses -------------------------------------------------------------------------------
+    def _send(self, body: bytes, content_type: str, status: HTTPStatus = HTTPStatus.OK) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _json(self, obj, status: HTTPStatus = HTTPStatus.OK) -> None:
+        self._send(json.dumps(obj, default=str, allow_nan=False).encode(), "application/json", status)
+
+    def _body(self) -> dict:
+        if "application/json" not in (self.headers.get("Content-Type") or ""):
+            raise ApiError(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "send the body as JSON (Content-Type: application/json)")
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_BODY:
+            raise ApiError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"body is {length} bytes; the limit is {MAX_BODY}")
+        try:
+            body = json.loads(self.rfile.read(length) or b"{}")
+        except ValueError:
+            raise ApiError(HTTPStatus.BAD_REQUEST, "the body is not valid JSON") from None
+        if not isinstance(body, dict):
+            raise ApiError(HTTPStatus.BAD_REQUEST, "the body must be a JSON object")
+        return body
+
+    def _yaml(self) -> str:
+        text = self._body().get("yaml")
+        if not isinstance(text, str):
+            raise ApiError(HTTPStatus.BAD_REQUEST, "send the grid as {\"yaml\": \"...text...\"}")
+        return text
+
+    # routes ----------------------------------------------------------------------------------
+    def page(self) -> None:
+        html = importlib.resources.files("research.app").joinpath("page.html").read_bytes()
+        self._send(html, "text/html; charset=utf-8")
+
+    def get_grids(self) -> None:
+        self._json({"results_dir": str(self.app.results_dir), "grids": self.app.list_grids()})
+
+    def get_grid(self, grid: str) -> None:
+        self._json(self.app.grid_detail(grid))
+
+    def get_grid_curves(self, grid: str) -> None:
+        self._json(self.app.grid_curves(grid))
+
+    def get_curve(self, grid: str, cell: str) -> None:
+        self._json(self.app.curve(grid, cell))
+
+    def get_runs(self) -> None:
+        self._json({"runs": self.app.list_runs()})
+
+    def post_validate(self) -> None:
+        self._json(self.app.validate(self._yaml()))
+
+    def post_start(self) -> None:
+        self._json(self.app.start(self._yaml()))
+
+    def generate(self) -> None:
+        params = self._body() if self.command == "POST" else dict(self.query)
+        req = GenerateRequest.parse(params)
+        loaded = self.app.load(req)  # errors before the stream starts are plain JSON
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+
+        def emit(event: str, data: dict) -> None:
+            self.wfile.write(f"event: {event}\ndata: {json.dumps(data)}\n\n".encode())
+            self.wfile.flush()
+
+        try:
+            self.app.stream(loaded, req, emit)
+        except (BrokenPipeError, ConnectionResetError):
+            raise
+        except Exception as e:  # noqa: BLE001 - the headers are sent: report in the stream, keep the server up
+            log.exception("generation failed for %s/%s", req.grid, req.cell)
+            emit("error", {"error": f"{type(e).__name__}: {e}".splitlines()[0]})
+
+    def log_message(self, format, *args) -> None:  # noqa: A002 - the base class's signature
+        log.debug("%s %s", self.address_string(), format % args)
+
+
+def make_server(results_dir: Path, port: int = 7860, cache_size: int = 4) -> ThreadingHTTPServer:
+    """A server bound to 127.0.0.1 (port 0 picks a free one); `server.app` is its `App`."""
+    app = App(results_dir, cache_size)
+    handler = type("BoundHandler", (Handler,), {"app": app})
+    server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+    server.daemon_threads = True
+    server.app = app
+    return server
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="python -m research.app", description=__doc__.splitlines()[0])
+    p.add_argument("--results-dir", type=Path, default=None,
+                   help="the grids' results folder (default: $ABLATIONS_RESULTS or ./results)")
+    p.add_argument("--port", type=int, default=7860, help="port on 127.0.0.1 (default 7860; 0 picks a free one)")
+    p.add_argument("--models", type=int, default=4, help="how many loaded checkpoints to keep in memory")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: sampling one token at a time from a small model is "
+                        "latency-bound, and on a busy machine 2 threads measured 200x slower than 1)")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[app] %(message)s")
+    results = args.results_dir or Path(os.environ.get("ABLATIONS_RESULTS", "results"))
+    if args.models < 1:
+        raise ConfigError(f"--models {args.models}: keep at least 1 checkpoint in memory")
+    if args.threads < 1:
+        raise ConfigError(f"--threads {args.threads}: use at least 1 thread")
+    torch.set_num_threads(args.threads)
+    try:
+        server = make_server(results, args.port, args.models)
+    except OSError as e:
+        raise UserError(f"--port {args.port}: cannot listen on 127.0.0.1 ({e.strerror}); pick another port, "
+                        "or --port 0 for a free one") from None
+    print(f"serving {server.app.results_dir} on http://127.0.0.1:{server.server_address[1]}/", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # `kill` stops the grids started here too
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        server.app.close()
+    return 0
