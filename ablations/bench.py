@@ -98,13 +98,19 @@ def plain_loop(cfg, vocab: int, tokens: np.ndarray, warmup: int, steps: int, dev
     """The peer: a minimal loop of the same model, as nanoGPT's train.py runs it."""
     from research.data.batches import RandomWindows
     from research.models import build_model
-    from research.optim import build_optimizer
+    from research.optim import build_optimizer, build_scheduler
 
     torch.manual_seed(0)
     torch.set_flush_denormal(True)  # as the harness does (see ablations.train_cell.build_trainer)
     model = build_model(cfg.model, vocab).to(device).train()
-    forward = torch.compile(model) if cfg.train.compile else model
+
+    def model_loss(x, y):  # model and loss in one compiled graph, as nanoGPT's forward(idx, targets)
+        logits = model(x)
+        return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1))
+
+    loss_fn = torch.compile(model_loss) if cfg.train.compile else model_loss
     opt = build_optimizer(model, cfg.train)
+    sched = build_scheduler(opt, cfg.train)
     data = RandomWindows(tokens, cfg.train.batch_size, cfg.model.block_size, seed=0)
     bf16 = cfg.train.precision.startswith("bf16")
     if device == "cuda":
@@ -117,11 +123,11 @@ def plain_loop(cfg, vocab: int, tokens: np.ndarray, warmup: int, steps: int, dev
         x, y = data.batch(step)
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16):
-            logits = forward(x)
-        loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1))
+            loss = loss_fn(x, y)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
         opt.step()
+        sched.step()
         opt.zero_grad(set_to_none=True)
     _sync(device)
     dt = time.perf_counter() - t0

@@ -160,6 +160,7 @@ def train_cell(cell, cell_dir: Path, cache_root: Path) -> dict:
     if floor is not None:  # the built-in grammar's exact entropy: no model can go below it
         metrics["floor_bpb"] = floor
 
+    metrics.update(best_logged_val(cell_dir / "metrics.csv"))
     save_weights(model, cell_dir / "model.pt")
     write_samples(model, tokens.tokenizer, cfg, cell_dir / "samples" / "samples.jsonl")
     if cfg.eval.tasks:
@@ -170,6 +171,23 @@ def train_cell(cell, cell_dir: Path, cache_root: Path) -> dict:
     shutil.rmtree(cell_dir / "checkpoints", ignore_errors=True)  # model.pt holds the result
     atomic_write_text(cell_dir / "DONE", f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n")
     return metrics
+
+
+def best_logged_val(csv_path: Path) -> dict:
+    """The lowest of the periodic validation estimates (train.eval_batches fixed batches) and its
+    step: what nanoGPT reports as "best val loss", next to our exact final full-split value."""
+    import csv
+
+    if not csv_path.exists():
+        return {}
+    best = None
+    with open(csv_path) as f:
+        for row in csv.DictReader(f):
+            if row.get("val/loss"):
+                value, step = float(row["val/loss"]), int(row["step"])
+                if best is None or value < best[0]:
+                    best = (value, step)
+    return {"val_loss_best_estimate": best[0], "val_loss_best_step": best[1] + 1} if best else {}
 
 
 def make_module(cfg, tokens: TokenData) -> LMModule:
