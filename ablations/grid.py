@@ -112,17 +112,19 @@ def load_grid(path: Path | None, overrides: dict[str, Any] | None = None, raw: d
 
     overrides = overrides or {}
     keys = list(axes)
+    labels = {k: value_labels(axes[k]) for k in keys}
     cells: list[Cell] = []
-    for combo in itertools.product(*(axes[k] for k in keys)):
+    for combo_idx in itertools.product(*(range(len(axes[k])) for k in keys)):
+        combo = [axes[k][i] for k, i in zip(keys, combo_idx)]
         for seed in seeds:
             cell_raw = copy.deepcopy(base)
             point = dict(zip(keys, combo))
+            label = cell_label({k: labels[k][i] for k, i in zip(keys, combo_idx)}, seed)
             for key, value in point.items():
                 _set(cell_raw, key, copy.deepcopy(value), f"{where}: grid.{key}")
             for key, value in overrides.items():
                 _set(cell_raw, key, copy.deepcopy(value), f"--set {key}")
             _set(cell_raw, "train.seed", seed, f"{where}: seeds")
-            label = cell_label(point, seed)
             try:
                 config = RunConfig.from_dict(cell_raw)
             except ConfigError as e:
@@ -158,8 +160,26 @@ def config_hash(raw: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:6]
 
 
-def cell_label(point: dict[str, Any], seed: int) -> str:
-    parts = [f"{_short_key(k)}-{_short_value(v)}" for k, v in point.items()]
+def value_labels(values: list) -> list[str]:
+    """Readable labels for one axis's values. A mapping (a whole section) is named by its arch (or
+    kind/source) plus the keys in which it differs from the axis's other mappings."""
+    dicts = [v for v in values if isinstance(v, dict)]
+    common = {k for k in set().union(*dicts) if len({_safe(str(d.get(k))) for d in dicts}) == 1} if dicts else set()
+    out = []
+    for v in values:
+        if not isinstance(v, dict):
+            out.append(_short_value(v))
+            continue
+        parts = [_short_value(v)]
+        for k in sorted(v):
+            if k not in common and k not in ("arch", "kind", "source"):
+                parts.append(f"{k}_{_short_value(v[k])}")
+        out.append("-".join(parts)[:60])
+    return out
+
+
+def cell_label(labels: dict[str, str], seed: int) -> str:
+    parts = [f"{_short_key(k)}-{v}" for k, v in labels.items()]
     parts.append(f"s{seed}")
     return "__".join(parts)
 

@@ -48,17 +48,12 @@ class GridRecord:
         return list(seen)
 
 
-def config_label(axes: dict) -> str:
-    if not axes:
-        return "base"
-    parts = []
-    for key, value in axes.items():
-        if isinstance(value, dict):
-            value = value.get("arch") or value.get("kind") or "cfg"
-        elif isinstance(value, list):
-            value = "-".join(str(v) for v in value)
-        parts.append(f"{key.rsplit('.', 1)[-1]}={value}")
-    return ", ".join(parts)
+def config_label(cell_id: str, seed: int) -> str:
+    """The configuration's name: the cell id's axis parts (`n_embd-32__lr-0.003__s0__ab12cd` ->
+    `n_embd=32, lr=0.003`), so seeds of one configuration share it and two settings never do."""
+    parts = cell_id.split("__")[:-1]  # the last part is the config hash
+    parts = [p for p in parts if p != f"s{seed}"]
+    return ", ".join(p.replace("-", "=", 1) for p in parts) or "base"
 
 
 def load_grid_dir(path: Path) -> GridRecord:
@@ -75,7 +70,8 @@ def load_cell_record(grid: str, cell_dir: Path, spec: dict) -> CellRecord:
     from ablations.results import cell_status
 
     status = cell_status(cell_dir)
-    rec = CellRecord(grid, spec["id"], config_label(spec.get("axes", {})), int(spec["seed"]), status, path=cell_dir)
+    rec = CellRecord(grid, spec["id"], config_label(spec["id"], int(spec["seed"])), int(spec["seed"]), status,
+                     path=cell_dir)
     if (cell_dir / "config.yaml").exists():
         rec.run_config = yaml.safe_load((cell_dir / "config.yaml").read_text()) or {}
         rec.evals = set(rec.run_config.get("eval", {}).get("tasks", []))

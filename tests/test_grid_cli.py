@@ -115,7 +115,7 @@ def test_set_overrides_every_cell(tmp_path):
     proc = run_cli(grid, "--results-dir", tmp_path / "r", "--set", "train.max_steps=6",
                    "--set", "tokenizer.kind=word", "--set", "eval.samples=0")
     assert proc.returncode == 0, proc.stderr
-    (cell,) = [p for p in (tmp_path / "r" / "tiny").iterdir() if p.is_dir()]
+    (cell,) = [p for p in (tmp_path / "r" / "tiny").iterdir() if p.is_dir() and not p.name.startswith(".")]
     metrics = json.loads((cell / "metrics.json").read_text())
     assert metrics["train_tokens"] == 6 * 4 * 32
     assert "val_word_ppl" in metrics  # word-level data reports per-word perplexity too
