@@ -15,5 +15,6 @@ EVALS = Registry(
         "hellaswag": "evals.hellaswag:evaluate",
         "blimp": "evals.blimp:evaluate",
         "cola": "evals.cola:evaluate",
+        "judge": "evals.judge:evaluate",
     },
 )
