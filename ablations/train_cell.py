@@ -9,6 +9,7 @@ atomically. Layout (see results/README.md):
     metrics.csv   Lightning's per-step log (train/loss, val/loss, val/bpb, lr, perf/tokens_per_s)
     metrics.json  final metrics: val/test loss (nats per token), perplexity, bits per byte, sizes
     samples/samples.jsonl   generated text
+    per_position.json       loss at each context position, recorded during training
     model.pt      weights (a plain state dict, loaded with weights_only=True)
     evals/*.json  one file per configured eval
     manifest.json code version, library versions, device, timings
@@ -132,6 +133,9 @@ def train_cell(cell, cell_dir: Path, cache_root: Path) -> dict:
         cfg = dataclasses.replace(cfg, model=resolved)
         atomic_write_text(cell_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     seq_len = seq_len_for(model, cfg)
+    if fill_steps_per_epoch(module, tokens, seq_len):
+        cfg = dataclasses.replace(cfg, train=module.cfg.train)
+        atomic_write_text(cell_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     t_fit = time.perf_counter()
     if getattr(model, "trainable", True):
         fit = fit_module(module, tokens, cfg, seq_len, cell_dir, cell.id)
@@ -205,7 +209,28 @@ def follow_cell(cell, cell_dir: Path, cache_root: Path) -> None:
     cfg = cell.config
     tokens = prepare_tokens(cfg.data, cfg.tokenizer, cache_root)
     module = make_module(cfg, tokens)
-    fit_module(module, tokens, cfg, seq_len_for(module.model, cfg), cell_dir, cell.id)
+    seq_len = seq_len_for(module.model, cfg)
+    fill_steps_per_epoch(module, tokens, seq_len)
+    fit_module(module, tokens, cfg, seq_len, cell_dir, cell.id)
+
+
+def fill_steps_per_epoch(module: LMModule, tokens: TokenData, seq_len: int) -> bool:
+    """Set `train.steps_per_epoch` from the data when unset (step_decay schedules count epochs).
+
+    Recurrent models read the split as `batch_size` contiguous streams (ContiguousStreams: one epoch
+    is one pass along them, as Zaremba et al.'s batchify); others sample windows, and an epoch is
+    as many tokens as the split holds. Returns whether the config changed.
+    """
+    t = module.cfg.train
+    if t.steps_per_epoch is not None:
+        return False
+    n = len(tokens.splits["train"])
+    if module.recurrent:
+        steps = ((n - 1) // t.batch_size - 1) // seq_len
+    else:
+        steps = n // (t.batch_size * seq_len)
+    module.cfg = dataclasses.replace(module.cfg, train=dataclasses.replace(t, steps_per_epoch=max(1, steps)))
+    return True
 
 
 class ResumableCheckpoint(L.Callback):
@@ -253,6 +278,9 @@ def fit_module(module: LMModule, tokens: TokenData, cfg, seq_len: int, cell_dir:
     if every:
         last.parent.mkdir(parents=True, exist_ok=True)
         callbacks.append(ResumableCheckpoint(last.parent, every))
+    per_position = per_position_callback(cfg, tokens, seq_len, cell_dir)
+    if per_position is not None:
+        callbacks.append(per_position)
     trainer = build_trainer(cfg, cell_dir, make_logger(cfg, cell_dir, name), callbacks)
     loader = DataLoader(data, batch_size=None, pin_memory=torch.cuda.is_available())
     val_loader = DataLoader(val, batch_size=None)
@@ -266,6 +294,21 @@ def fit_module(module: LMModule, tokens: TokenData, cfg, seq_len: int, cell_dir:
     world = trainer.world_size  # data-parallel ranks each train on their own batch
     session = throughput.steps * tokens_per_step * world
     return throughput.train_s or float("nan"), trainer.global_step * tokens_per_step * world, session
+
+
+def per_position_callback(cfg, tokens: TokenData, seq_len: int, cell_dir: Path):
+    """The per-position loss recorder, or None when it is off or the validation split is too short.
+
+    Every cell of a grid scores the same windows (seed 0, not the cell's seed), so curves compare.
+    """
+    from research.per_position import PerPositionLoss
+
+    every = cfg.eval.per_position_every if cfg.eval.per_position_every is not None else cfg.train.eval_every
+    val = tokens.splits["val"]
+    if not every or cfg.eval.per_position_windows <= 0 or len(val) <= seq_len + 1:
+        return None
+    return PerPositionLoss(val, seq_len, cfg.eval.per_position_windows, min(every, cfg.train.max_steps),
+                           cell_dir / "per_position.json", seed=0, batch_size=cfg.train.batch_size)
 
 
 def build_trainer(cfg, root: Path, logger, callbacks: list) -> L.Trainer:

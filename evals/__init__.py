@@ -16,5 +16,8 @@ EVALS = Registry(
         "blimp": "evals.blimp:evaluate",
         "cola": "evals.cola:evaluate",
         "judge": "evals.judge:evaluate",
+        "generation": "evals.generation:evaluate",
+        "novelty": "evals.novelty:evaluate",
+        "per_position": "evals.per_position:evaluate",
     },
 )

@@ -74,8 +74,14 @@ class TrainConfig:
     beta1: float = 0.9
     beta2: float = 0.95
     grad_clip: float | None = 1.0
-    optimizer: str = "adamw"
-    schedule: str = "cosine"
+    optimizer: str = "adamw"  # sgd | adam | adamw | muon (research.optim)
+    schedule: str = "cosine"  # constant | warmup | cosine | wsd | step_decay
+    momentum: float | None = None  # sgd / muon momentum; None: 0.9 for sgd, 0.95 for muon
+    nesterov: bool | None = None  # sgd / muon Nesterov momentum; None: off for sgd, on for muon
+    decay_fraction: float = 0.2  # wsd: share of max_steps in the final linear decay (Hägele et al. 2024)
+    lr_decay: float = 0.5  # step_decay: lr factor per epoch once decay starts (Zaremba et al. 2014)
+    decay_after_epochs: int = 4  # step_decay: epochs at full lr before the first decay
+    steps_per_epoch: int | None = None  # step_decay: optimizer steps per pass over the training data
     precision: str = "auto"  # auto: bf16-mixed where the hardware supports it, else 32-true
     seed: int = 0
     eval_every: int = 200  # steps between validation estimates
@@ -101,6 +107,9 @@ class EvalConfig:
     top_k: int | None = 50
     top_p: float | None = None
     prompts: list[str] = field(default_factory=lambda: [""])  # "" = unconditional, from end-of-text
+    # loss at each context position, recorded during training (<cell>/per_position.json):
+    per_position_every: int | None = None  # steps between records; None: train.eval_every; 0: off
+    per_position_windows: int = 64  # validation windows scored (the same seeded set for every cell)
     tasks: list[str] = field(default_factory=list)  # extra registered evals run after training
     options: dict[str, dict] = field(default_factory=dict)  # per-task options, keyed by task name
 

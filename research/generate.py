@@ -60,3 +60,53 @@ def generate(
     finally:
         model.train(was_training)
     return out
+
+
+@torch.no_grad()
+def generate_batch(
+    model,
+    prompt_ids: list[int],
+    n: int,
+    max_new_tokens: int,
+    eot_id: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> list[tuple[list[int], bool]]:
+    """`n` independent samples after the same prompt, sampled as one batch: (new ids, stopped at EOT).
+
+    Same rules as `generate` (empty prompt starts from end-of-text; the EOT is dropped), but the n
+    rows share every forward pass, so n samples cost about one. A row that has produced EOT keeps
+    being computed (the batch stays rectangular) but its later tokens are discarded.
+    """
+    if n <= 0:
+        return []
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    ids = torch.tensor([list(prompt_ids) or [eot_id]] * n, dtype=torch.long)
+    done = torch.zeros(n, dtype=torch.bool)
+    outs: list[list[int]] = [[] for _ in range(n)]
+    ctx = getattr(model, "block_size", None)
+    try:
+        for _ in range(max_new_tokens):
+            window = ids[:, -ctx:] if ctx else ids
+            logits = model(window.to(device))[:, -1].float().cpu()
+            if temperature <= 0:
+                nxt = logits.argmax(-1)
+            else:
+                probs = filter_logits(logits / temperature, top_k, top_p).softmax(-1)
+                nxt = torch.multinomial(probs, 1, generator=generator)[:, 0]
+            for row in (~done).nonzero()[:, 0].tolist():
+                token = int(nxt[row])
+                if token == eot_id:
+                    done[row] = True
+                else:
+                    outs[row].append(token)
+            if bool(done.all()):
+                break
+            ids = torch.cat([ids, nxt[:, None]], dim=1)
+    finally:
+        model.train(was_training)
+    return [(out, bool(stopped)) for out, stopped in zip(outs, done.tolist())]

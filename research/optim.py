@@ -1,7 +1,15 @@
 """Optimizers and learning-rate schedules, by name (`train.optimizer`, `train.schedule`).
 
+Optimizers: `sgd` (heavy-ball or Nesterov momentum), `adam` (weight decay as an L2 term in the
+gradient), `adamw` (decoupled weight decay, Loshchilov & Hutter 2019) and `muon` (Jordan et al.
+2024: orthogonalised momentum for the 2-D hidden weight matrices, AdamW for everything else).
 Weight decay applies only to tensors of two or more dimensions (matmul weights, embeddings), as
 in nanoGPT; norms and biases are not decayed.
+
+Schedules are a factor of `train.lr` per optimizer step, applied by one `LambdaLR` to every
+parameter group (both halves of `muon` included): `constant`, `warmup` (linear warm-up, then
+constant), `cosine`, `wsd` (warm-up, stable, linear decay) and `step_decay` (Zaremba et al. 2014's
+per-epoch decay). All but `constant` start with `train.warmup_steps` of linear warm-up.
 """
 
 from __future__ import annotations
@@ -10,11 +18,12 @@ import math
 
 import torch
 
+from research.errors import ConfigError
 from research.registry import Registry
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    params = {id(p): p for p in model.parameters() if p.requires_grad}.values()
+def param_groups(model: torch.nn.Module, weight_decay: float, params=None) -> list[dict]:
+    params = {id(p): p for p in (params if params is not None else model.parameters()) if p.requires_grad}.values()
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
     return [
@@ -23,29 +32,197 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
-def adamw(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
+def adamw(model: torch.nn.Module, cfg, params=None) -> torch.optim.Optimizer:
     fused = any(p.is_cuda for p in model.parameters())
-    return torch.optim.AdamW(
-        param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused or None
-    )
+    return torch.optim.AdamW(param_groups(model, cfg.weight_decay, params), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
+                             fused=fused or None)
+
+
+def adam(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
+    """Adam (Kingma & Ba 2015); `weight_decay` is added to the gradient (L2), the coupling AdamW removes."""
+    return torch.optim.Adam(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+
+
+def sgd(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
+    """SGD with momentum (default 0.9; 0 is the plain SGD of Zaremba et al. 2014), Nesterov optional."""
+    momentum = 0.9 if cfg.momentum is None else cfg.momentum
+    nesterov = bool(cfg.nesterov)
+    if nesterov and momentum <= 0:
+        raise ConfigError("train.nesterov: Nesterov momentum needs train.momentum > 0")
+    return torch.optim.SGD(param_groups(model, cfg.weight_decay), lr=cfg.lr, momentum=momentum, nesterov=nesterov)
+
+
+def muon_params(model: torch.nn.Module) -> tuple[list[torch.nn.Parameter], list[torch.nn.Parameter]]:
+    """(hidden matrices for Muon, the rest for AdamW). Embeddings and the output projection stay
+    with AdamW, as Jordan et al. (2024) prescribe: their rows are looked up or scored one token at a
+    time, not used as a whole linear map. Vectors (norms, biases) cannot be orthogonalised."""
+    lookup = {id(p) for p in model.embedding_parameters()} if hasattr(model, "embedding_parameters") else set()
+    head = getattr(model, "lm_head", None)
+    if head is not None:
+        lookup.add(id(head.weight))
+    unique = {id(p): p for p in model.parameters() if p.requires_grad}.values()
+    hidden = [p for p in unique if p.dim() == 2 and id(p) not in lookup]
+    rest = [p for p in unique if p.dim() != 2 or id(p) in lookup]
+    return hidden, rest
+
+
+class CombinedOptimizer(torch.optim.Optimizer):
+    """Several optimizers over disjoint parameters, stepping as one (Lightning's automatic
+    optimisation and a scheduler each expect a single optimizer).
+
+    `param_groups` is the list of the inner optimizers' own group dicts, so an LR scheduler that
+    sets `group["lr"]` drives every inner optimizer. The per-parameter state lives in the inner
+    optimizers; `state` is a merged view and `state_dict()` nests theirs.
+    """
+
+    def __init__(self, optimizers: list[torch.optim.Optimizer]):
+        self.optimizers = list(optimizers)
+        groups = [g for opt in self.optimizers for g in opt.param_groups]
+        super().__init__([{"params": g["params"]} for g in groups], {})
+        self.param_groups = groups
+
+    @property
+    def state(self) -> dict:
+        return {p: s for opt in self.optimizers for p, s in opt.state.items()}
+
+    @state.setter
+    def state(self, value) -> None:  # the base constructor assigns an empty dict; the inner ones hold state
+        pass
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for opt in self.optimizers:
+            opt.step()
+        return loss
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict:
+        return {"optimizers": [opt.state_dict() for opt in self.optimizers]}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        for opt, sd in zip(self.optimizers, state_dict["optimizers"], strict=True):
+            opt.load_state_dict(sd)
+        self.param_groups = [g for opt in self.optimizers for g in opt.param_groups]
+
+
+def muon(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
+    """`torch.optim.Muon` on the hidden matrices, AdamW on the rest, both at `train.lr`.
+
+    Muon's update is rescaled to AdamW's RMS (`adjust_lr_fn="match_rms_adamw"`, Liu et al. 2025,
+    "Muon is Scalable for LLM Training"), so one learning rate and weight decay serve both halves
+    and an AdamW learning-rate sweep carries over. Momentum defaults to Muon's 0.95, Nesterov on.
+    """
+    hidden, rest = muon_params(model)
+    if not hidden:
+        raise ConfigError(f"train.optimizer: muon needs 2-D hidden weight matrices; {type(model).__name__} has none "
+                          "(use adamw)")
+    inner = torch.optim.Muon(hidden, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                             momentum=0.95 if cfg.momentum is None else cfg.momentum,
+                             nesterov=True if cfg.nesterov is None else cfg.nesterov,
+                             adjust_lr_fn="match_rms_adamw")
+    return CombinedOptimizer([inner, adamw(model, cfg, rest)])
+
+
+# -- schedules: cfg -> factor(step) ----------------------------------------------------------------
+
+
+def warm(step: int, warmup: int) -> float:
+    """Linear warm-up factor: (step + 1) / (warmup + 1) during the first `warmup` steps, then 1."""
+    return (step + 1) / (warmup + 1) if step < warmup else 1.0
+
+
+def min_ratio(cfg) -> float:
+    return (cfg.min_lr if cfg.min_lr is not None else cfg.lr / 10) / cfg.lr
+
+
+def constant(cfg):
+    """The learning rate itself at every step (no warm-up)."""
+    return lambda step: 1.0
+
+
+def warmup(cfg):
+    """Linear warm-up to lr over warmup_steps, then constant."""
+    return lambda step: warm(step, cfg.warmup_steps)
 
 
 def cosine(cfg):
     """Linear warm-up to lr, then cosine decay to min_lr (default lr / 10) at max_steps."""
-    min_ratio = (cfg.min_lr if cfg.min_lr is not None else cfg.lr / 10) / cfg.lr
+    floor = min_ratio(cfg)
     warmup, total = cfg.warmup_steps, max(cfg.max_steps, 1)
 
     def factor(step: int) -> float:
         if step < warmup:
-            return (step + 1) / (warmup + 1)
+            return warm(step, warmup)
         progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     return factor
 
 
-OPTIMIZERS = Registry("optimizer", {"adamw": "research.optim:adamw"})
-SCHEDULES = Registry("schedule", {"cosine": "research.optim:cosine"})
+def wsd(cfg):
+    """Warm-up, stable at lr, then linear decay to min_lr over the last `decay_fraction` of max_steps.
+
+    Hägele et al. (2024), "Scaling Laws and Compute-Optimal Training Beyond Fixed Training
+    Durations": a 20% linear cool-down matches cosine. The floor is min_lr (default lr / 10, as
+    cosine); set `min_lr: 0` for their cool-down to zero.
+    """
+    if not 0.0 < cfg.decay_fraction <= 1.0:
+        raise ConfigError(f"train.decay_fraction: must be in (0, 1], got {cfg.decay_fraction}")
+    floor = min_ratio(cfg)
+    total = max(cfg.max_steps, 1)
+    decay_steps = max(1, round(cfg.decay_fraction * total))
+    decay_start = total - decay_steps
+
+    def factor(step: int) -> float:
+        if step >= decay_start:
+            return 1.0 - (1.0 - floor) * min(1.0, (step - decay_start + 1) / decay_steps)
+        return warm(step, cfg.warmup_steps)
+
+    return factor
+
+
+def step_decay(cfg):
+    """lr * lr_decay ** max(0, epoch + 1 - decay_after_epochs), epoch = step // steps_per_epoch.
+
+    Zaremba et al. (2014), as their ptb_word_lm.py: full lr for `decay_after_epochs` epochs, then
+    multiplied by `lr_decay` once per epoch (small model: lr 1, 4 epochs, decay 0.5). Warm-up, if
+    any, multiplies in (their recipe has none: set warmup_steps 0). Their loss is summed over the
+    T unrolled steps (mean over the batch), ours is the mean per token: their lr 1 and gradient clip
+    5 are lr T and clip 5 / T here (PyTorch's word_language_model example: lr 20, clip 0.25).
+    """
+    if not cfg.steps_per_epoch:
+        raise ConfigError("train.steps_per_epoch: step_decay needs the optimizer steps per epoch "
+                          "(set it, or train through ablations.run which fills it in from the data)")
+    if not 0.0 < cfg.lr_decay <= 1.0:
+        raise ConfigError(f"train.lr_decay: must be in (0, 1], got {cfg.lr_decay}")
+
+    def factor(step: int) -> float:
+        epoch = step // cfg.steps_per_epoch
+        return warm(step, cfg.warmup_steps) * cfg.lr_decay ** max(0, epoch + 1 - cfg.decay_after_epochs)
+
+    return factor
+
+
+OPTIMIZERS = Registry("optimizer", {
+    "sgd": "research.optim:sgd",
+    "adam": "research.optim:adam",
+    "adamw": "research.optim:adamw",
+    "muon": "research.optim:muon",
+})
+SCHEDULES = Registry("schedule", {
+    "constant": "research.optim:constant",
+    "warmup": "research.optim:warmup",
+    "cosine": "research.optim:cosine",
+    "wsd": "research.optim:wsd",
+    "step_decay": "research.optim:step_decay",
+})
 
 
 def build_optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:

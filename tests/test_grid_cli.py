@@ -45,9 +45,11 @@ def test_grid_writes_cells_and_summary(finished_grid):
         assert float(row["val_bpb"]) > float(row["floor_bpb"])  # no model beats the grammar's entropy
         assert int(row["train_tokens"]) == 12 * 4 * 32
         cell = results / "tiny" / row["cell"]
-        for name in ("config.yaml", "metrics.json", "metrics.csv", "samples/samples.jsonl", "model.pt",
-                     "tokenizer/tokenizer.json", "manifest.json", "DONE"):
+        for name in ("config.yaml", "metrics.json", "metrics.csv", "samples/samples.jsonl", "per_position.json",
+                     "model.pt", "tokenizer/tokenizer.json", "manifest.json", "DONE"):
             assert (cell / name).exists(), name
+        records = json.loads((cell / "per_position.json").read_text())  # at the start, every eval_every, the end
+        assert [r["step"] for r in records] == [0, 6, 12] and len(records[0]["loss_by_position"]) == 32
         log = (cell / "metrics.csv").read_text().splitlines()
         assert "train/loss" in log[0] and "val/loss" in log[0]
     # seeds differ in their results; sizes differ in their parameter counts

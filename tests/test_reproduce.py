@@ -12,7 +12,8 @@ from ablations.reproduce import RECIPES, parse_target, recipe_names
 from research.errors import ConfigError
 from tests.helpers import run_cli, write_grid
 
-EXPECTED = {"shakespeare_char_cpu", "shakespeare_char_gpu"}
+EXPECTED = {"shakespeare_char_cpu", "shakespeare_char_gpu", "char_lstm_shakespeare", "tinystories_260k",
+            "tinystories_15m", "ptb_lstm_small", "ptb_lstm_medium"}
 
 
 def test_recipes_validate_offline():

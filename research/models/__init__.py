@@ -11,6 +11,13 @@ MODELS = Registry(
     "model",
     {
         "gpt": "research.models.gpt:GPT",
+        "llama": "research.models.llama:Llama",
+        "transformer": "research.models.transformer_classic:Transformer",
+        "rnn": "research.models.rnn:RNN",
+        "gru": "research.models.rnn:GRU",
+        "lstm": "research.models.rnn:LSTM",
+        "rnn_attention": "research.models.rnn_attention:RNNAttention",
+        "ngram": "research.models.ngram:NGram",
         "windowed": "research.models.windowed:WindowedGPT",
         "tapered": "research.models.tapered:TaperedGPT",
         "shared": "research.models.shared:SharedGPT",

@@ -1,0 +1,159 @@
+"""Recurrent language models: vanilla (tanh) RNN, GRU and LSTM, regularised as Zaremba et al. (2014).
+
+Token embedding -> dropout -> a stack of `n_layer` recurrent layers (dropout between layers, as
+`nn.LSTM`/`nn.GRU`/`nn.RNN` apply it) -> dropout -> `lm_head`. Dropout sits on the non-recurrent
+connections only, which is Zaremba et al.'s regularisation. Weights start uniform in
+[-init_range, init_range] (their small/medium/large models use 0.1 / 0.05 / 0.04). Tied input and
+output embeddings (Press & Wolf 2017; Inan et al. 2017) need the embedding size to equal the
+hidden size.
+
+Training uses truncated back-propagation through time (`research.lightning_module`): the trainer
+calls `step(idx, state, reset_mask)` on consecutive chunks of parallel streams and detaches the
+returned state between chunks. `reset_mask[b, t]` is True where input token t is end-of-text; the
+state of row b is zeroed right after that token, so the next document starts from the same zero
+state as `forward`. The chunk is cut at those positions and every piece still runs through the
+fused cuDNN/oneDNN kernel; there is no per-token Python loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from research.config import ModelConfig
+from research.models.base import LanguageModel
+
+State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass
+class RNNConfig(ModelConfig):
+    arch: str = "rnn"
+    n_layer: int = 2
+    n_embd: int = 200  # embedding size (Zaremba et al.'s small model: 200)
+    n_hidden: int | None = None  # recurrent state size; None = n_embd
+    dropout: float = 0.0  # on embeddings, between layers and before lm_head
+    tie_embeddings: bool = False
+    init_range: float = 0.1  # uniform init bound for every weight (Zaremba et al. 2014)
+    reset_at_eot: bool = True  # zero the state after each end-of-text token (false for one-stream PTB)
+
+    @property
+    def hidden(self) -> int:
+        return self.n_hidden or self.n_embd
+
+    def validate(self) -> None:
+        for name in ("n_layer", "n_embd"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.n_hidden is not None and self.n_hidden < 1:
+            raise ValueError("n_hidden must be at least 1")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError("dropout must be in [0, 1)")
+        if self.init_range <= 0:
+            raise ValueError("init_range must be positive")
+        if self.tie_embeddings and self.hidden != self.n_embd:
+            raise ValueError(f"tie_embeddings needs n_hidden ({self.hidden}) equal to n_embd ({self.n_embd})")
+
+
+@dataclass
+class GRUConfig(RNNConfig):
+    arch: str = "gru"
+
+
+@dataclass
+class LSTMConfig(RNNConfig):
+    arch: str = "lstm"
+
+
+def zero_rows(state: State, keep: torch.Tensor) -> State:
+    """Zero the state of the batch rows where `keep` (B,) is False; the state is (layers, B, H)."""
+    mask = keep.to(state[0].dtype if isinstance(state, tuple) else state.dtype).view(1, -1, 1)
+    if isinstance(state, tuple):
+        return tuple(s * mask for s in state)
+    return state * mask
+
+
+def run_with_resets(rnn: nn.Module, x: torch.Tensor, state: State | None,
+                    reset_mask: torch.Tensor | None) -> tuple[torch.Tensor, State]:
+    """Run a batch-first `nn.RNN/GRU/LSTM` over x (B, T, C), zeroing a row's state after each
+    position where `reset_mask` is True. The sequence is cut after every time step at which some
+    row resets; each piece is one fused call."""
+    if reset_mask is None or not bool(reset_mask.any()):
+        return rnn(x, state)
+    cuts = torch.nonzero(reset_mask.any(0)).flatten().tolist()
+    outs, start = [], 0
+    for t in cuts:
+        out, state = rnn(x[:, start : t + 1], state)
+        outs.append(out)
+        state = zero_rows(state, ~reset_mask[:, t])
+        start = t + 1
+    if start < x.shape[1]:
+        out, state = rnn(x[:, start:], state)
+        outs.append(out)
+    return torch.cat(outs, dim=1), state
+
+
+class RNN(LanguageModel):
+    """The vanilla tanh RNN; `GRU` and `LSTM` differ only in the recurrent module."""
+
+    Config = RNNConfig
+    cell: type[nn.Module] = nn.RNN
+    recurrent = True
+    block_size = None
+
+    def __init__(self, cfg: RNNConfig, vocab_size: int):
+        super().__init__()
+        self.cfg = cfg
+        self.vocab_size = vocab_size
+        self.tok_emb = nn.Embedding(vocab_size, cfg.n_embd)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.rnn = self.cell(cfg.n_embd, cfg.hidden, num_layers=cfg.n_layer, batch_first=True,
+                             dropout=cfg.dropout if cfg.n_layer > 1 else 0.0)
+        self.lm_head = nn.Linear(self.head_width(), vocab_size, bias=True)
+        self.init_weights_()
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.tok_emb.weight
+
+    @classmethod
+    def tiny_config(cls) -> RNNConfig:
+        return cls.Config(n_layer=1, n_embd=128)  # narrower RNNs learn too slowly for the few-step tests
+
+    def head_width(self) -> int:
+        return self.cfg.hidden
+
+    @torch.no_grad()
+    def init_weights_(self) -> None:
+        for p in self.parameters():
+            nn.init.uniform_(p, -self.cfg.init_range, self.cfg.init_range)
+
+    def step(self, idx: torch.Tensor, state: State | None = None,
+             reset_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, State]:
+        """Logits (B, T, V) for one chunk and the state after it (None in: zeros)."""
+        out, state = run_with_resets(self.rnn, self.drop(self.tok_emb(idx)), state, reset_mask)
+        return self.lm_head(self.drop(out)), state
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.step(idx)[0]
+
+    def embedding_parameters(self) -> list[nn.Parameter]:
+        return [self.tok_emb.weight, self.lm_head.weight]
+
+    def flops_per_token(self, seq_len: int) -> float:
+        """6N over every matmul weight (recurrent layers and lm_head, each used once per token);
+        the input embedding is a lookup and is left out unless it is the tied lm_head."""
+        n = self.num_params()
+        if not self.cfg.tie_embeddings:
+            n -= self.tok_emb.weight.numel()
+        return 6.0 * n
+
+
+class GRU(RNN):
+    Config = GRUConfig
+    cell = nn.GRU
+
+
+class LSTM(RNN):
+    Config = LSTMConfig
+    cell = nn.LSTM
