@@ -8,6 +8,7 @@ Files are deterministic: PDF and PNG metadata carry no dates or versions.
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -20,6 +21,11 @@ from paper.collect import GridRecord, read_curve, read_per_position  # noqa: E40
 
 SAMPLE_SENTENCE = "Once upon a time, there was a little girl named Lily. She liked to play."
 
+
+
+def wrap(label: str, width: int = 48) -> str:
+    """Long configuration names (one per panel) on several lines, so neighbouring titles never overlap."""
+    return "\n".join(textwrap.wrap(label, width, break_on_hyphens=True)) or label
 
 def save(fig, out_dir: Path, stem: str) -> str:
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -84,7 +90,7 @@ def per_position(grid: GridRecord, out_dir: Path) -> str | None:
             ax.plot(np.arange(1, len(losses) + 1), losses, color=cmap(j / max(1, len(records) - 1)), lw=1,
                     label=f"step {rec['step']}")
         ax.set_xscale("log")
-        ax.set_title(config, fontsize=7)
+        ax.set_title(wrap(config), fontsize=7)
         ax.set_xlabel("context position")
         ax.legend(frameon=False, fontsize=6)
     for ax in list(axes.flat)[len(configs):]:
@@ -189,6 +195,6 @@ def attention_figure(grids: list[GridRecord], out_dir: Path) -> str | None:
         ax.set_yticks(ticks, [labels[t].replace(" ", "␣") for t in ticks], fontsize=5)
         ax.set_xlabel("attended position")
         ax.set_ylabel("query position")
-        ax.set_title(title, fontsize=7)
+        ax.set_title(wrap(title), fontsize=7)
     fig.tight_layout()
     return save(fig, out_dir, "attention_maps")
