@@ -82,13 +82,14 @@ class LMModule(L.LightningModule):
     def validation_step(self, batch, batch_idx):
         x, y = batch[0], batch[1]
         loss = self.loss(self.model(x), y)
+        n = x.shape[0]  # recurrent batches carry a third item, so Lightning cannot infer it
         self.log("val/loss", loss, on_epoch=True, prog_bar=self.trainer.progress_bar_callback is not None,
-                 sync_dist=True)
-        self.log("val/bpb", loss / math.log(2) / self.bytes_per_token, on_epoch=True, sync_dist=True)
+                 sync_dist=True, batch_size=n)
+        self.log("val/bpb", loss / math.log(2) / self.bytes_per_token, on_epoch=True, sync_dist=True, batch_size=n)
 
     def on_before_optimizer_step(self, optimizer):
         """Clip the gradient norm here rather than through the Trainer: Lightning refuses to clip
-        for optimizers that unscale internally (fused AdamW, used on CUDA) under mixed precision,
+        for optimizers that unscale internally (fused AdamW, used on CUDA and CPU) under mixed precision,
         and this way the norm before clipping is logged too."""
         clip = self.cfg.train.grad_clip
         if clip is None:

@@ -32,15 +32,25 @@ def param_groups(model: torch.nn.Module, weight_decay: float, params=None) -> li
     ]
 
 
+def fusable(model: torch.nn.Module) -> bool | None:
+    """Use PyTorch's fused Adam/AdamW kernel where every parameter lives on CUDA or the CPU.
+
+    One kernel per step instead of about ten element-wise ops per tensor: the same update up to
+    float rounding. PyTorch's CPU default is its per-tensor Python loop, which costs a few
+    milliseconds per step of a sub-million-parameter model. None leaves PyTorch's default.
+    """
+    return all(p.device.type in ("cuda", "cpu") and p.is_floating_point() for p in model.parameters()) or None
+
+
 def adamw(model: torch.nn.Module, cfg, params=None) -> torch.optim.Optimizer:
-    fused = any(p.is_cuda for p in model.parameters())
     return torch.optim.AdamW(param_groups(model, cfg.weight_decay, params), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
-                             fused=fused or None)
+                             fused=fusable(model))
 
 
 def adam(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
     """Adam (Kingma & Ba 2015); `weight_decay` is added to the gradient (L2), the coupling AdamW removes."""
-    return torch.optim.Adam(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+    return torch.optim.Adam(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
+                            fused=fusable(model))
 
 
 def sgd(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:

@@ -17,7 +17,7 @@ from research.errors import ConfigError
 from research.models import build_model
 from research.models.gpt import GPT
 from research.models.rnn import LSTM
-from research.optim import CombinedOptimizer, build_optimizer, build_scheduler, muon_params
+from research.optim import CombinedOptimizer, build_optimizer, build_scheduler, muon_params, param_groups
 
 V = 29
 
@@ -112,6 +112,25 @@ def test_adam_couples_weight_decay_and_adamw_does_not():
     assert type(adam) is torch.optim.Adam
     assert [g["weight_decay"] for g in adam.param_groups] == [0.1, 0.0]  # norms and biases not decayed
     assert type(build_optimizer(model, train_cfg(optimizer="adamw"))) is torch.optim.AdamW
+
+
+def test_adam_and_adamw_use_the_fused_kernel_on_cpu_with_the_same_update():
+    """The fused kernel replaces PyTorch's per-tensor CPU loop; the trajectory must not change."""
+    a, b = tiny_gpt(), tiny_gpt()
+    b.load_state_dict(a.state_dict())
+    fused = build_optimizer(a, train_cfg(optimizer="adamw", weight_decay=0.1, lr=1e-3))
+    assert fused.defaults["fused"] is True
+    assert build_optimizer(a, train_cfg(optimizer="adam")).defaults["fused"] is True
+    loop = torch.optim.AdamW(param_groups(b, 0.1), lr=fused.defaults["lr"], betas=fused.defaults["betas"],
+                             foreach=False)
+    x = torch.randint(0, V, (4, 16))
+    for _ in range(20):
+        for model, opt in ((a, fused), (b, loop)):
+            model(x).float().logsumexp(-1).mean().backward()
+            opt.step()
+            opt.zero_grad()
+    for p, q in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6)
 
 
 def names_of(model, params) -> set[str]:
