@@ -1,7 +1,7 @@
 """`python -m ablations.bench`: training speed of the harness beside a plain PyTorch loop.
 
     python -m ablations.bench                       # every named config on the default device
-    python -m ablations.bench shakespeare_cpu --device cpu --steps 2000
+    python -m ablations.bench shakespeare_cpu --device cpu --steps 300 --repeats 5
     python -m ablations.bench 15m 42m --device cuda --out results/bench/h100.csv
 
 For each named configuration (the sizes of ../shared/ANCHORS.md) the same GPT, with the same
@@ -11,6 +11,11 @@ batch, optimizer and precision, is trained twice in one process: by a minimal ha
 ratio of their tokens/s is the harness's own overhead, measured rather than assumed. Random
 tokens: speed does not depend on the data. Timing starts after warm-up steps (compilation,
 allocator), and the device is synchronised only at the ends of the timed window.
+
+`--repeats N` runs each loop N times, alternating which goes first, and reports median tokens/s
+and the median of the N paired ratios: on a shared 2-core machine throughput drifts by 10-25%
+from one minute to the next (measured here: the same plain loop at 34, 39 and 45 ms/step in
+three consecutive runs), so a single pair can favour whichever ran in the faster minute.
 
 MFU = (6 N + 12 L d T) * tokens/s / peak FLOP/s, with N the non-embedding parameters (nanoGPT's
 and the PaLM paper's estimate); peak is the device's dense bf16 figure (989 TFLOP/s for an H100
@@ -23,6 +28,7 @@ import argparse
 import csv
 import io
 import resource
+import statistics
 import sys
 import time
 from dataclasses import dataclass
@@ -83,6 +89,12 @@ class Measure:
     peak_mem_mb: float
 
 
+def median_measure(runs: list[Measure]) -> Measure:
+    """Median throughput and step time over repeats; the peak memory is the largest seen."""
+    return Measure(statistics.median(m.tokens_per_s for m in runs), statistics.median(m.step_ms for m in runs),
+                   max(m.peak_mem_mb for m in runs))
+
+
 def _peak_mem(device: str) -> float:
     if device == "cuda":
         return torch.cuda.max_memory_allocated() / 2**20
@@ -121,6 +133,8 @@ def plain_loop(cfg, vocab: int, tokens: np.ndarray, warmup: int, steps: int, dev
             _sync(device)
             t0 = time.perf_counter()
         x, y = data.batch(step)
+        if device == "cuda":  # as nanoGPT's get_batch: pinned, so the copy is asynchronous
+            x, y = x.pin_memory(), y.pin_memory()
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16):
             loss = loss_fn(x, y)
@@ -210,7 +224,10 @@ def parse_args(argv):
     p.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
                    help="torch.compile the model in both loops (auto: on for cuda)")
     p.add_argument("--out", type=Path, default=Path("results/bench/bench.csv"))
-    p.add_argument("--order", choices=["plain-first", "harness-first"], default="plain-first")
+    p.add_argument("--order", choices=["plain-first", "harness-first"], default="plain-first",
+                   help="who runs first in the first repeat (then they alternate)")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="runs of each loop, alternating; medians are reported (use 3+ on a shared machine)")
     return p.parse_args(argv)
 
 
@@ -235,24 +252,27 @@ def main(argv=None) -> int:
         from research.models import build_model
 
         n_params = build_model(cfg.model, b.vocab).num_params()
-        order = ["plain", "harness"] if args.order == "plain-first" else ["harness", "plain"]
-        result = {}
-        for which in order:
-            run_cfg = run_config(name, args.device, compile_, precision)
-            if which == "plain":
-                result[which] = plain_loop(run_cfg, b.vocab, tokens, args.warmup, steps, args.device)
-            else:
-                result[which] = harness_loop(run_cfg, b.vocab, tokens, args.warmup, steps, args.device,
-                                             args.out.parent)
-            if args.device == "cuda":
-                torch.cuda.empty_cache()
+        runs: dict[str, list[Measure]] = {"plain": [], "harness": []}
+        for repeat in range(args.repeats):  # alternate who goes first: a shared machine drifts
+            order = ["plain", "harness"] if (args.order == "plain-first") == (repeat % 2 == 0) else ["harness", "plain"]
+            for which in order:
+                run_cfg = run_config(name, args.device, compile_, precision)
+                if which == "plain":
+                    runs[which].append(plain_loop(run_cfg, b.vocab, tokens, args.warmup, steps, args.device))
+                else:
+                    runs[which].append(harness_loop(run_cfg, b.vocab, tokens, args.warmup, steps, args.device,
+                                                    args.out.parent))
+                if args.device == "cuda":
+                    torch.cuda.empty_cache()
+        result = {k: median_measure(v) for k, v in runs.items()}
+        pair_ratios = [h.tokens_per_s / p.tokens_per_s for p, h in zip(runs["plain"], runs["harness"])]
         p, h = result["plain"], result["harness"]
         model = build_model(cfg.model, b.vocab)
         rows.append({
             "config": name, "device": device_name(args.device), "params": n_params, "batch": b.batch, "seq": b.seq,
-            "steps": steps, "compile": compile_, "precision": precision,
+            "steps": steps, "repeats": args.repeats, "compile": compile_, "precision": precision,
             "plain_tokens_per_s": p.tokens_per_s, "harness_tokens_per_s": h.tokens_per_s,
-            "harness_over_plain": h.tokens_per_s / p.tokens_per_s,
+            "harness_over_plain": statistics.median(pair_ratios),
             "plain_step_ms": p.step_ms, "harness_step_ms": h.step_ms,
             "plain_peak_mem_mb": p.peak_mem_mb, "harness_peak_mem_mb": h.peak_mem_mb,
             "harness_mfu": mfu(model, cfg, h.tokens_per_s, args.device),
