@@ -146,3 +146,20 @@ def test_killed_cell_resumes_from_its_checkpoint_and_ends_where_it_would(tmp_pat
     assert a["train_tokens"] == b["train_tokens"]
     assert abs(a["val_loss"] - b["val_loss"]) < 1e-3, (a["val_loss"], b["val_loss"])
     assert not (cell / "checkpoints").exists()  # removed once the cell is done
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "ablations" / "grids").glob("*.yaml")))
+def test_every_shipped_grid_validates(name):
+    """Every cell's config of every grid in the repo builds (models included, on the meta device), offline."""
+    import torch
+
+    from ablations.grid import load_grid
+    from research.models import build_model
+
+    grid = load_grid(REPO / "ablations" / "grids" / name)
+    assert grid.cells
+    models = {repr(cell.config.model): cell.config.model for cell in grid.cells}  # seeds share a model
+    for config in models.values():
+        with torch.device("meta"):
+            model = build_model(config, 64)
+        assert model.num_params() > 0 or not getattr(model, "trainable", True)  # an n-gram stores counts
