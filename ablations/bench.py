@@ -237,6 +237,8 @@ def main(argv=None) -> int:
     for n in names:
         if n not in CONFIGS:
             raise ConfigError(f"unknown bench config '{n}' (valid: {', '.join(CONFIGS)})")
+    if args.repeats < 1:
+        raise ConfigError(f"--repeats {args.repeats}: needs at least 1 run of each loop")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda: no CUDA device here; use --device cpu")
     compile_ = args.compile == "on" or (args.compile == "auto" and args.device == "cuda")

@@ -28,6 +28,7 @@ def test_bench_pairs_the_plain_loop_and_the_harness_on_cpu(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["65m"], "unknown bench config '65m'"),
     (["shakespeare_cpu", "--device", "cuda"], "--device cuda: no CUDA device here"),
+    (["shakespeare_cpu", "--repeats", "0"], "--repeats 0: needs at least 1"),
 ])
 def test_bench_errors_are_one_line(args, message):
     import torch
