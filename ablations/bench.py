@@ -25,8 +25,6 @@ SXM), so MFU is printed on CUDA only.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import resource
 import statistics
 import sys
@@ -280,13 +278,9 @@ def main(argv=None) -> int:
             "harness_mfu": mfu(model, cfg, h.tokens_per_s, args.device),
         })
         print(format_row(rows[-1]), file=sys.stderr, flush=True)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    from research.io import atomic_write_text
+    from research.io import atomic_write_csv
 
-    atomic_write_text(args.out, buf.getvalue())
+    atomic_write_csv(args.out, rows, list(rows[0]))
     print(table(rows))
     print(f"written: {args.out}")
     return 0

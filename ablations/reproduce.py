@@ -23,8 +23,6 @@ standard deviation; pass or fail is judged on the mean. The table also lands, at
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import math
 import statistics
@@ -159,14 +157,9 @@ def _show(value) -> str:
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
-    from research.io import atomic_write_text
+    from research.io import atomic_write_csv
 
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n", extrasaction="ignore")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: "" if row.get(k) is None else row[k] for k in COLUMNS})
-    atomic_write_text(path, buf.getvalue())
+    atomic_write_csv(path, ({k: "" if row.get(k) is None else row[k] for k in COLUMNS} for row in rows), COLUMNS)
 
 
 def main(argv=None) -> int:

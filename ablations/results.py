@@ -7,13 +7,11 @@ same as that of an uninterrupted local run.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 from pathlib import Path
 
-from research.io import atomic_write_text
+from research.io import atomic_write_csv
 
 #: fixed leading columns; units: val_loss nats/token, val_bpb bits per UTF-8 byte, wall_s seconds
 COLUMNS = ["cell", "seed", "status", "params", "params_non_embedding", "flops_per_token", "val_loss", "val_ppl",
@@ -62,13 +60,8 @@ def write_summary(grid, grid_dir: Path) -> Path:
     columns = COLUMNS[:3] + list(grid.axes) + COLUMNS[3:]
     extra = sorted({k for r in rows for k in r} - set(columns))
     columns += extra
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: _fmt(row.get(k)) for k in columns})
     path = grid_dir / "summary.csv"
-    atomic_write_text(path, buf.getvalue())
+    atomic_write_csv(path, ({k: _fmt(row.get(k)) for k in columns} for row in rows), columns)
     return path
 
 

@@ -27,8 +27,6 @@ the exact loss over the whole validation split, nats per character, and its own 
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import pickle
 import re
@@ -43,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from research.errors import UserError, run_main
-from research.io import atomic_write_text
+from research.io import atomic_write_csv
 
 RECIPE = Path(__file__).resolve().parents[1] / "ablations" / "grids" / "reproduce" / "shakespeare_char_cpu.yaml"
 NANOGPT_FILES = ("train.py", "model.py", "configurator.py", "config/train_shakespeare_char.py")
@@ -100,16 +98,21 @@ def run_nanogpt(work: Path, steps: int) -> dict:
     return {"wall_s": wall, **parse_nanogpt_log(proc.stdout, steps)}
 
 
-def run_harness(data: Path, scratch: Path, steps: int, repeat: int) -> dict:
-    """The recipe with one seed (timing, not the seed mean) into a fresh results folder."""
+def one_seed_recipe(scratch: Path) -> Path:
+    """The recipe with seed 0 only: the benchmark times a run, it does not average seeds."""
     import yaml
 
     recipe = yaml.safe_load(RECIPE.read_text())
     recipe["seeds"] = [0]
     path = scratch / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return path
+
+
+def run_harness(recipe: Path, data: Path, scratch: Path, steps: int, repeat: int) -> dict:
+    """One run of the recipe into a fresh results folder."""
     root = scratch / f"results{repeat}"
-    cmd = [sys.executable, "-m", "ablations.run", str(path), "--results-dir", str(root),
+    cmd = [sys.executable, "-m", "ablations.run", str(recipe), "--results-dir", str(root),
            "--set", f"data.path={data}", "--set", f"train.max_steps={steps}"]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
@@ -151,21 +154,17 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench_nanogpt_") as tmp:
         scratch = Path(tmp)
         work = nanogpt_tree(args.nanogpt.expanduser(), text, scratch)
+        recipe = one_seed_recipe(scratch)
         for i in range(args.repeats):
             order = ("nanogpt", "harness") if i % 2 == 0 else ("harness", "nanogpt")
             for runner in order:
                 res = run_nanogpt(work, args.steps) if runner == "nanogpt" else run_harness(
-                    args.data.resolve(), scratch, args.steps, i)
+                    recipe, args.data.resolve(), scratch, args.steps, i)
                 rows.append({"repeat": i, "runner": runner, **res})
                 print(f"repeat {i} {runner}: {res['wall_s']:.1f} s wall, {res['ms_per_iter']:.2f} ms/iter, "
                       f"val loss {res['val_loss_estimate']} (estimate) / {res['val_loss_exact']} (exact)",
                       file=sys.stderr, flush=True)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out, buf.getvalue())
+    atomic_write_csv(args.out, rows, COLUMNS)
     print(summary(rows))
     print(f"written: {args.out}")
     return 0
