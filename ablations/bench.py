@@ -3,6 +3,7 @@
     python -m ablations.bench                       # every named config on the default device
     python -m ablations.bench shakespeare_cpu --device cpu --steps 300 --repeats 5
     python -m ablations.bench 15m 42m --device cuda --out results/bench/h100.csv
+    python -m ablations.bench 260k --device cuda --profile results/bench/traces   # where the time goes
 
 For each named configuration (the sizes of ../shared/ANCHORS.md) the same GPT, with the same
 batch, optimizer and precision, is trained twice in one process: by a minimal hand-written loop
@@ -10,7 +11,8 @@ batch, optimizer and precision, is trained twice in one process: by a minimal ha
 (LMModule under the Lightning Trainer every cell uses, batches from the token-cache sampler). The
 ratio of their tokens/s is the harness's own overhead, measured rather than assumed. Random
 tokens: speed does not depend on the data. Timing starts after warm-up steps (compilation,
-allocator), and the device is synchronised only at the ends of the timed window.
+allocator), and the device is synchronised only at the ends of the timed window, which holds the
+training steps and nothing else (not the validation Lightning runs after the last step).
 
 `--repeats N` runs each loop N times, alternating which goes first, and reports median tokens/s
 and the median of the N paired ratios: on a shared 2-core machine throughput drifts by 10-25%
@@ -60,6 +62,9 @@ CONFIGS = {
     "42m": BenchConfig(512, 8, 8, 32000, 1024, 32),
     "110m": BenchConfig(768, 12, 12, 32000, 1024, 32),
     "shakespeare_cpu": BenchConfig(128, 4, 4, 65, 64, 12),
+    # host-bound: each step is mostly Python, so harness minus plain step time is the harness's
+    # own per-step host cost, the cost that caps a tiny model's throughput on a fast GPU
+    "tiny": BenchConfig(32, 2, 2, 64, 32, 4),
     "shakespeare_gpu": BenchConfig(384, 6, 6, 65, 256, 64, dropout=0.2),
 }
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
@@ -104,7 +109,48 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def plain_loop(cfg, vocab: int, tokens: np.ndarray, warmup: int, steps: int, device: str) -> Measure:
+class Window:
+    """The timed window of one loop: synchronised at both ends, optionally traced.
+
+    With a `trace` path the window runs under torch.profiler (host and, on CUDA, device
+    activity) and a Chrome trace is written there: it shows where a step's time goes (host
+    launches, gaps where the device waits on the host, synchronisations) without changing the
+    loop. The profiler slows the host, so a traced run's tokens/s are not comparable with an
+    untraced one's; compare plain and harness traces with each other.
+    """
+
+    def __init__(self, device: str, trace: Path | None = None):
+        self.device, self.trace = device, trace
+        self.t0: float | None = None
+        self.t1: float | None = None
+        self._prof = None
+
+    def start(self) -> None:
+        _sync(self.device)
+        if self.trace is not None:
+            acts = [torch.profiler.ProfilerActivity.CPU]
+            if self.device == "cuda":
+                acts.append(torch.profiler.ProfilerActivity.CUDA)
+            self._prof = torch.profiler.profile(activities=acts)
+            self._prof.__enter__()
+        self.t0 = time.perf_counter()
+
+    def stop(self) -> None:
+        _sync(self.device)
+        self.t1 = time.perf_counter()
+        if self._prof is not None:
+            self._prof.__exit__(None, None, None)
+            self.trace.parent.mkdir(parents=True, exist_ok=True)
+            self._prof.export_chrome_trace(str(self.trace))
+            self._prof = None
+
+    @property
+    def seconds(self) -> float:
+        return self.t1 - self.t0
+
+
+def plain_loop(cfg, vocab: int, tokens: np.ndarray, warmup: int, steps: int, device: str,
+               trace: Path | None = None) -> Measure:
     """The peer: a minimal loop of the same model, as nanoGPT's train.py runs it."""
     from research.data.batches import RandomWindows
     from research.models import build_model
@@ -125,11 +171,10 @@ def plain_loop(cfg, vocab: int, tokens: np.ndarray, warmup: int, steps: int, dev
     bf16 = cfg.train.precision.startswith("bf16")
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    t0 = 0.0
+    window = Window(device, trace)
     for step in range(warmup + steps):
         if step == warmup:
-            _sync(device)
-            t0 = time.perf_counter()
+            window.start()
         x, y = data.batch(step)
         if device == "cuda":  # as nanoGPT's get_batch: pinned, so the copy is asynchronous
             x, y = x.pin_memory(), y.pin_memory()
@@ -141,36 +186,41 @@ def plain_loop(cfg, vocab: int, tokens: np.ndarray, warmup: int, steps: int, dev
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
-    _sync(device)
-    dt = time.perf_counter() - t0
+    window.stop()
+    dt = window.seconds
     tok = steps * cfg.train.batch_size * cfg.model.block_size
     return Measure(tok / dt, 1000 * dt / steps, _peak_mem(device))
 
 
 class _Timer:
-    """Starts the clock after `warmup` optimizer steps; stops it at the end of training."""
+    """Starts the window after `warmup` optimizer steps and stops it when the last step's batch
+    ends, so the window holds exactly `steps` training steps, as the plain loop's does. Not at the
+    end of `fit`: Lightning validates after the last step (`val_check_interval` is capped at
+    `max_steps`) and then tears down the loop, costs nanoGPT's timed loop does not carry either."""
 
-    def __init__(self, warmup: int, device: str):
+    def __init__(self, warmup: int, steps: int, device: str, trace: Path | None = None):
         import lightning as L
 
         outer = self
 
         class Callback(L.Callback):
             def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-                if trainer.global_step == warmup and outer.t0 is None:
-                    _sync(device)
-                    outer.t0 = time.perf_counter()
+                if trainer.global_step == warmup and outer.window.t0 is None:
+                    outer.window.start()
 
-            def on_train_end(self, trainer, pl_module):
-                _sync(device)
-                outer.t1 = time.perf_counter()
+            def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+                if outer.window.t0 is not None and outer.window.t1 is None:
+                    outer.timed_steps += 1
+                    if trainer.global_step == warmup + steps:
+                        outer.window.stop()
 
         self.callback = Callback()
-        self.t0: float | None = None
-        self.t1: float | None = None
+        self.window = Window(device, trace)
+        self.timed_steps = 0
 
 
-def harness_loop(cfg, vocab: int, tokens: np.ndarray, warmup: int, steps: int, device: str, root: Path) -> Measure:
+def harness_loop(cfg, vocab: int, tokens: np.ndarray, warmup: int, steps: int, device: str, root: Path,
+                 trace: Path | None = None) -> Measure:
     """The harness: the cell trainer's Trainer and LMModule, batches from the cache sampler."""
     import tempfile
 
@@ -185,7 +235,7 @@ def harness_loop(cfg, vocab: int, tokens: np.ndarray, warmup: int, steps: int, d
     torch.manual_seed(0)
     cfg.train.max_steps = warmup + steps
     module = LMModule(cfg.to_dict(), vocab, eot_id=0)
-    timer = _Timer(warmup, device)
+    timer = _Timer(warmup, steps, device, trace)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     with tempfile.TemporaryDirectory(dir=root) as tmp:
@@ -196,7 +246,9 @@ def harness_loop(cfg, vocab: int, tokens: np.ndarray, warmup: int, steps: int, d
         val = fixed_windows(tokens, 1, cfg.train.batch_size, cfg.model.block_size)
         trainer.fit(module, DataLoader(data, batch_size=None, pin_memory=device == "cuda"),
                     DataLoader(val, batch_size=None))
-    dt = timer.t1 - timer.t0
+    if timer.timed_steps != steps:
+        raise RuntimeError(f"the harness timed {timer.timed_steps} steps, not {steps}")
+    dt = timer.window.seconds
     tok = steps * cfg.train.batch_size * cfg.model.block_size
     return Measure(tok / dt, 1000 * dt / steps, _peak_mem(device))
 
@@ -224,6 +276,9 @@ def parse_args(argv):
     p.add_argument("--out", type=Path, default=Path("results/bench/bench.csv"))
     p.add_argument("--order", choices=["plain-first", "harness-first"], default="plain-first",
                    help="who runs first in the first repeat (then they alternate)")
+    p.add_argument("--profile", type=Path, default=None, metavar="DIR",
+                   help="trace each timed window with torch.profiler into DIR/<config>_<loop>_<repeat>.json "
+                        "(Chrome trace); traced throughput is slower than untraced")
     p.add_argument("--repeats", type=int, default=1,
                    help="runs of each loop, alternating; medians are reported (use 3+ on a shared machine)")
     return p.parse_args(argv)
@@ -257,11 +312,14 @@ def main(argv=None) -> int:
             order = ["plain", "harness"] if (args.order == "plain-first") == (repeat % 2 == 0) else ["harness", "plain"]
             for which in order:
                 run_cfg = run_config(name, args.device, compile_, precision)
+                trace = args.profile / f"{name}_{which}_{repeat}.json" if args.profile else None
                 if which == "plain":
-                    runs[which].append(plain_loop(run_cfg, b.vocab, tokens, args.warmup, steps, args.device))
+                    runs[which].append(plain_loop(run_cfg, b.vocab, tokens, args.warmup, steps, args.device, trace))
                 else:
                     runs[which].append(harness_loop(run_cfg, b.vocab, tokens, args.warmup, steps, args.device,
-                                                    args.out.parent))
+                                                    args.out.parent, trace))
+                print(f"  {name} repeat {repeat}: {which} {runs[which][-1].tokens_per_s:,.0f} tok/s", file=sys.stderr,
+                      flush=True)
                 if args.device == "cuda":
                     torch.cuda.empty_cache()
         result = {k: median_measure(v) for k, v in runs.items()}
@@ -271,6 +329,7 @@ def main(argv=None) -> int:
         rows.append({
             "config": name, "device": device_name(args.device), "params": n_params, "batch": b.batch, "seq": b.seq,
             "steps": steps, "repeats": args.repeats, "compile": compile_, "precision": precision,
+            "profiled": args.profile is not None,
             "plain_tokens_per_s": p.tokens_per_s, "harness_tokens_per_s": h.tokens_per_s,
             "harness_over_plain": statistics.median(pair_ratios),
             "plain_step_ms": p.step_ms, "harness_step_ms": h.step_ms,

@@ -30,9 +30,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from research.errors import DataError
+from research.loss import token_nats
 
 
 @dataclass
@@ -115,9 +115,7 @@ def score_token_pairs(model, pairs: Sequence[tuple[list[int], list[int]]], batch
                 x[r, :L] = torch.as_tensor(inp)
                 y[r, L - n : L] = torch.as_tensor(targets)
                 mask[r, L - n : L] = True
-            logits = model(x.to(device)).float()
-            # gather minus logsumexp: the log-softmax without a second (B, T, V) tensor
-            logp = logits.gather(-1, y.to(device)[..., None])[..., 0] - torch.logsumexp(logits, dim=-1)
+            logp = -token_nats(model(x.to(device)), y.to(device))
             job_logp[rows] = logp.double().masked_fill(~mask.to(device), 0.0).sum(-1).cpu().numpy()
     finally:
         model.train(was_training)
@@ -185,8 +183,7 @@ def stream_loss(model, tokens, window: int, stride: int | None = None, batch_siz
                 x[r, :L] = torch.from_numpy(tokens[s:e])
                 y[r, :L] = torch.from_numpy(tokens[s + 1 : e + 1])
                 mask[r, L - n : L] = True
-            logits = model(x.to(device)).float()
-            nll = F.cross_entropy(logits.transpose(1, 2), y.to(device), reduction="none")
+            nll = token_nats(model(x.to(device)), y.to(device))
             nats += nll.masked_fill(~mask.to(device), 0.0).sum().item()
             count += int(mask.sum())
     finally:

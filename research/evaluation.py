@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+from research.loss import token_nats
 
 
 @dataclass
@@ -59,14 +60,11 @@ def _window_loss(model, tokens, seq_len, batch_size, device) -> SplitLoss:
     for i in range(0, n_windows, batch_size):
         idx = starts[i : i + batch_size, None] + np.arange(seq_len + 1)[None, :]
         chunk = torch.from_numpy(tokens[idx]).to(device)
-        logits = model(chunk[:, :-1])
-        nats += F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), chunk[:, 1:].reshape(-1),
-                                reduction="sum").item()
+        nats += token_nats(model(chunk[:, :-1]), chunk[:, 1:]).sum().item()
         count += chunk[:, 1:].numel()
     if rest > 0:  # the tail shorter than one window
         chunk = torch.from_numpy(tokens[n_windows * seq_len :][None, :]).to(device)
-        logits = model(chunk[:, :-1])
-        nats += F.cross_entropy(logits.float()[0], chunk[0, 1:], reduction="sum").item()
+        nats += token_nats(model(chunk[:, :-1]), chunk[:, 1:]).sum().item()
         count += chunk.shape[1] - 1
     return SplitLoss(nats, count)
 
@@ -85,6 +83,6 @@ def _stream_loss(model, tokens, seq_len, batch_size, device, eot_id) -> SplitLos
         chunk = torch.from_numpy(streams[idx]).to(device)
         x, y = chunk[:, :-1], chunk[:, 1:]
         logits, state = model.step(x, state, (x == eot_id) if reset_at_eot else None)
-        nats += F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1), reduction="sum").item()
+        nats += token_nats(logits, y).sum().item()
         count += y.numel()
     return SplitLoss(nats, count)

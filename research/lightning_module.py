@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from research.errors import DivergedError
+from research.loss import token_nats
 from research.models import build_model
 from research.optim import build_optimizer, build_scheduler
 
@@ -81,7 +82,7 @@ class LMModule(L.LightningModule):
 
     def validation_step(self, batch, batch_idx):
         x, y = batch[0], batch[1]
-        loss = self.loss(self.model(x), y)
+        loss = token_nats(self.model(x), y).mean()  # sliced: validation never holds float32 logits
         n = x.shape[0]  # recurrent batches carry a third item, so Lightning cannot infer it
         self.log("val/loss", loss, on_epoch=True, prog_bar=self.trainer.progress_bar_callback is not None,
                  sync_dist=True, batch_size=n)

@@ -23,10 +23,10 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from research.errors import DataError
 from research.io import atomic_write_json
+from research.loss import token_nats
 
 
 def sample_windows(tokens: np.ndarray, window: int, n_windows: int, seed: int) -> np.ndarray:
@@ -49,8 +49,7 @@ def loss_by_position(model, windows: np.ndarray, batch_size: int = 32, device="c
     try:
         for i in range(0, len(windows), batch_size):
             chunk = torch.from_numpy(windows[i : i + batch_size]).to(device)
-            logits = model(chunk[:, :-1]).float()
-            nll = F.cross_entropy(logits.transpose(1, 2), chunk[:, 1:], reduction="none")  # (B, T)
+            nll = token_nats(model(chunk[:, :-1]), chunk[:, 1:])  # (B, T)
             total += nll.sum(0).double().cpu()
     finally:
         model.train(was_training)

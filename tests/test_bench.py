@@ -74,3 +74,106 @@ def test_nanogpt_bench_refuses_a_folder_that_is_not_a_checkout_and_odd_step_coun
     assert proc.returncode == 2 and "not a nanoGPT checkout (missing train.py" in proc.stderr
     proc = run_cli("--nanogpt", tmp_path, "--data", data, "--steps", "300", module="benchmarks.bench_nanogpt_cpu")
     assert proc.returncode == 2 and "use a multiple of 250" in proc.stderr
+
+
+def _tiny_harness_run(tmp_path, warmup: int, steps: int, log_every: int, callbacks: list):
+    """The bench's harness side, on a real Trainer, with extra callbacks watching it."""
+    from lightning.pytorch.loggers import CSVLogger
+    from torch.utils.data import DataLoader
+
+    from ablations import bench
+    from ablations.train_cell import build_trainer
+    from research.data.batches import RandomWindows, fixed_windows
+    from research.lightning_module import LMModule
+
+    cfg = bench.run_config("tiny", "cpu", False, "32-true")
+    cfg.train.max_steps = warmup + steps
+    cfg.train.log_every = log_every
+    tokens = np.random.default_rng(0).integers(0, 64, 20_000).astype(np.uint16)
+    module = LMModule(cfg.to_dict(), 64, eot_id=0)
+    trainer = build_trainer(cfg, tmp_path, CSVLogger(tmp_path, name="", version=""), callbacks)
+    trainer.fit(module, DataLoader(RandomWindows(tokens, 4, 32, seed=0), batch_size=None),
+                DataLoader(fixed_windows(tokens, 1, 4, 32), batch_size=None))
+    return trainer
+
+
+def test_bench_window_holds_exactly_the_timed_steps_and_not_the_final_validation(tmp_path):
+    import time
+
+    import lightning as L
+
+    from ablations import bench
+
+    seen = {}
+
+    class Watch(L.Callback):
+        def on_validation_start(self, trainer, pl_module):
+            seen.setdefault("val_start", time.perf_counter())
+
+    timer = bench._Timer(3, 5, "cpu")
+    trainer = _tiny_harness_run(tmp_path, 3, 5, 2, [timer.callback, Watch()])
+    assert trainer.global_step == 8 and timer.timed_steps == 5
+    assert timer.window.t0 < timer.window.t1 <= seen["val_start"]  # Lightning validates after the last step
+
+
+def test_training_steps_do_not_synchronise_with_the_host_except_on_logging_steps(tmp_path, monkeypatch):
+    """Each .item(), bool() or float() of a tensor waits for the device to drain its queue, so a
+    step that calls one cannot overlap the next step's launches: on a GPU that serialises host and
+    device time. On CPU the calls themselves are counted; they are the same calls a GPU run makes."""
+    import lightning as L
+    import torch
+
+    calls = []
+    live = {"on": False}
+    for name in ("item", "__bool__", "__float__", "__int__", "tolist", "cpu", "numpy"):
+        orig = getattr(torch.Tensor, name)
+
+        def counted(self, *a, _orig=orig, _name=name, **k):
+            if live["on"]:
+                calls.append((_name, running["step"]))
+            return _orig(self, *a, **k)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    running = {"step": 0}
+
+    class Window(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            live["on"] = trainer.global_step >= 2  # after the optimizer's lazy state is built
+            running["step"] = trainer.global_step + 1  # the global step this batch will end on
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            live["on"] = False
+
+    _tiny_harness_run(tmp_path, 2, 18, 5, [Window()])
+    assert calls, "the counter saw nothing: logging steps must read their values back"
+    assert {step for _, step in calls} == {5, 10, 15, 20}  # the logging steps, and no other
+
+
+def test_bench_profile_writes_a_trace_of_each_timed_window(tmp_path):
+    import json
+
+    traces = tmp_path / "traces"
+    proc = run_cli("tiny", "--device", "cpu", "--steps", "3", "--warmup", "2", "--out", tmp_path / "b.csv",
+                   "--profile", traces, module="ablations.bench")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert sorted(p.name for p in traces.iterdir()) == ["tiny_harness_0.json", "tiny_plain_0.json"]
+    for loop in ("plain", "harness"):
+        events = json.loads((traces / f"tiny_{loop}_0.json").read_text())["traceEvents"]
+        names = {e.get("name") for e in events}
+        assert "Optimizer.step#AdamW.step" in names  # the optimizer steps of the window were recorded
+    (row,) = list(csv.DictReader((tmp_path / "b.csv").open()))
+    assert row["profiled"] == "True"
+
+
+def test_cells_per_gpu_bench_trains_every_cell_serially_and_in_parallel(tmp_path):
+    out = tmp_path / "cells.csv"
+    proc = run_cli("--device", "cpu", "--cells", "2", "--per-gpu", "2", "--steps", "4",
+                   "--set", "model.n_layer=1", "--set", "model.n_embd=16", "--set", "model.block_size=32",
+                   "--set", "train.batch_size=4", "--set", "data.n_docs=300",
+                   "--work", tmp_path / "work", "--out", out, module="benchmarks.bench_cells_per_gpu")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    serial, parallel = list(csv.DictReader(out.open()))
+    assert (serial["runners"], parallel["runners"]) == ("1", "2")
+    assert float(parallel["speedup"]) == pytest.approx(float(serial["wall_s"]) / float(parallel["wall_s"]))
+    for side in ("serial", "parallel"):
+        assert len(list((tmp_path / "work" / side).glob("*/DONE"))) == 2  # every cell trained and finished
