@@ -20,7 +20,9 @@ real: trained, evaluated on the validation split and written under the results f
 from __future__ import annotations
 
 import argparse
+import copy
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -46,7 +48,7 @@ COLUMNS = ["device", "cells", "steps", "runners", "wall_s", "cell_train_s_mean",
 
 
 def write_grid(path: Path, name: str, seeds: int, steps: int) -> None:
-    base = json.loads(json.dumps(CELL))
+    base = copy.deepcopy(CELL)
     base["train"].update(max_steps=steps, eval_every=steps)
     path.write_text(yaml.safe_dump({"name": name, "base": base, "seeds": list(range(seeds))}, sort_keys=False))
 
@@ -88,8 +90,6 @@ def main(argv=None) -> int:
 
         if not torch.cuda.is_available():
             raise ConfigError("--device cuda: no CUDA device here; use --device cpu")
-    import shutil
-
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
     grids = {name: args.work / f"{name}.yaml" for name in ("warm", "serial", "parallel")}

@@ -4,8 +4,8 @@
 to float32 and then writes a log-softmax of the same size: with a 32k vocabulary and a batch of
 128 x 256 tokens that is two 4.2 GB tensors on top of the (bf16) logits themselves, so evaluating
 needed more than twice the memory of a compiled training step, whose loss is fused. Scoring a
-slice of rows at a time bounds the float32 work to `max_elements` per slice; the result is the
-same numbers (each row's log-softmax is independent of the others).
+slice of rows at a time bounds the float32 work to `max_elements` per slice; the values are the
+same up to float rounding (each row's log-softmax is independent of the others).
 
 Training keeps `F.cross_entropy` over the whole batch: there the compiled graph fuses the upcast
 into the loss kernel, and without compilation autograd would keep every slice's log-softmax anyway.
