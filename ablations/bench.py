@@ -306,7 +306,9 @@ def main(argv=None) -> int:
             np.uint16 if b.vocab < 65536 else np.int32)
         from research.models import build_model
 
-        n_params = build_model(cfg.model, b.vocab).num_params()
+        with torch.device("meta"):  # for its parameter counts only: no weights allocated
+            model = build_model(cfg.model, b.vocab)
+        n_params = model.num_params()
         runs: dict[str, list[Measure]] = {"plain": [], "harness": []}
         for repeat in range(args.repeats):  # alternate who goes first: a shared machine drifts
             order = ["plain", "harness"] if (args.order == "plain-first") == (repeat % 2 == 0) else ["harness", "plain"]
@@ -325,7 +327,6 @@ def main(argv=None) -> int:
         result = {k: median_measure(v) for k, v in runs.items()}
         pair_ratios = [h.tokens_per_s / p.tokens_per_s for p, h in zip(runs["plain"], runs["harness"])]
         p, h = result["plain"], result["harness"]
-        model = build_model(cfg.model, b.vocab)
         rows.append({
             "config": name, "device": device_name(args.device), "params": n_params, "batch": b.batch, "seq": b.seq,
             "steps": steps, "repeats": args.repeats, "compile": compile_, "precision": precision,
