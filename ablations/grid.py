@@ -52,24 +52,6 @@ class Grid:
     resources: dict | None = None
 
 
-def parse_value(text: str) -> Any:
-    """`--set key=value`: the value is read as YAML, so `3`, `1e-3`, `true`, `[1, 2]` keep their types."""
-    try:
-        return yaml.safe_load(text) if text != "" else ""
-    except yaml.YAMLError:
-        return text
-
-
-def parse_overrides(items: list[str] | None) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set {item!r}: expected dotted.key=value, e.g. --set train.max_steps=100")
-        out[key.strip()] = parse_value(value)
-    return out
-
-
 def read_grid_file(path: Path) -> dict:
     path = Path(path)
     if not path.exists():

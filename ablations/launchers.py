@@ -68,7 +68,8 @@ class CellJob:
     def __call__(self) -> str:
         from ablations.claims import release, try_claim
         from ablations.grid import load_grid
-        from ablations.results import cell_status, write_summary
+        from ablations.records import cell_status
+        from ablations.results import write_summary
         from ablations.run import quiet_lightning, run_one
 
         quiet_lightning()
@@ -101,7 +102,7 @@ def submit_slurm(grid, grid_path: Path, overrides: dict, results_dir: Path, clus
         import submitit
     except ImportError:
         raise ConfigError("--launcher slurm needs the package 'submitit': pip install submitit") from None
-    from ablations.results import cell_status
+    from ablations.records import cell_status
 
     grid_dir = results_dir / grid.name
     keep = {"done"} if retry_failed else {"done", "failed"}

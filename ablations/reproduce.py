@@ -23,7 +23,6 @@ standard deviation; pass or fail is judged on the mean. The table also lands, at
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 from dataclasses import dataclass
@@ -103,13 +102,14 @@ def recipe_names() -> list[str]:
 
 
 def report_row(path: Path, root: Path, overrides: dict) -> dict:
-    from ablations.grid import load_grid, parse_overrides, read_grid_file
-    from ablations.results import cell_status
+    from ablations import records
+    from ablations.grid import load_grid, read_grid_file
+    from research.config import parse_overrides
 
     name = read_grid_file(path).get("name")
-    recorded = root / str(name) / "grid.json"
-    if not overrides and recorded.exists():  # the same --set as training, so the cell ids match
-        overrides = parse_overrides(json.loads(recorded.read_text()).get("overrides"))
+    recorded = records.read_grid(root / str(name), required=False)
+    if not overrides and recorded:  # the same --set as training, so the cell ids match
+        overrides = parse_overrides(recorded.get("overrides"))
     grid = load_grid(path, overrides)
     target = parse_target(grid.reproduces, str(path))
     row = {"recipe": path.stem, "metric": target.metric, "unit": target.unit, "published": target.published,
@@ -117,13 +117,13 @@ def report_row(path: Path, root: Path, overrides: dict) -> dict:
     values, walls, states = [], [], []
     for cell in grid.cells:
         cell_dir = root / grid.name / cell.id
-        state = cell_status(cell_dir)
+        state = records.cell_status(cell_dir)
         states.append(state)
         if state != "done":
             continue
-        metrics = json.loads((cell_dir / "metrics.json").read_text())
+        metrics = records.read_metrics(cell_dir)
         if target.metric not in metrics:
-            raise UserError(f"{cell_dir / 'metrics.json'}: no '{target.metric}' (reproduces.metric of {path}); "
+            raise UserError(f"{cell_dir / records.METRICS}: no '{target.metric}' (reproduces.metric of {path}); "
                             f"it has {', '.join(sorted(metrics))}")
         values.append(float(metrics[target.metric]))
         walls.append(float(metrics.get("wall_s", math.nan)))
@@ -164,7 +164,7 @@ def write_csv(rows: list[dict], path: Path) -> None:
 
 def main(argv=None) -> int:
     from ablations import run as grid_run
-    from ablations.grid import parse_overrides
+    from research.config import parse_overrides
 
     p = argparse.ArgumentParser(prog="python -m ablations.reproduce", description=__doc__.splitlines()[0])
     p.add_argument("recipes", nargs="*", help=f"recipe names (files in {RECIPES}); none: report all")

@@ -1,16 +1,16 @@
 """The grid's results folder -> one summary row per cell (`<results>/<grid>/summary.csv`).
 
-Rows come from what is on disk (`metrics.json`, `evals/*.json`, `error.json`, `DONE`), never
-from memory, so the summary of a resumed grid or of results copied back from a cluster is the
+Rows come from what is on disk, read through `ablations.records`, never from memory, so the
+summary of a resumed grid or of results copied back from a cluster is the
 same as that of an uninterrupted local run.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
+from ablations import records
 from research.io import atomic_write_csv
 
 #: fixed leading columns; units: val_loss nats/token, val_bpb bits per UTF-8 byte, wall_s seconds
@@ -18,36 +18,21 @@ COLUMNS = ["cell", "seed", "status", "params", "params_non_embedding", "flops_pe
            "val_bpb", "test_loss", "test_ppl", "test_bpb", "train_tokens", "wall_s", "tokens_per_s"]
 
 
-def cell_status(cell_dir: Path) -> str:
-    if (cell_dir / "DONE").exists():
-        return "done"
-    if (cell_dir / "error.json").exists():
-        return "failed"
-    if cell_dir.exists():
-        return "partial"
-    return "pending"
-
-
 def cell_row(cell, cell_dir: Path, axes: list[str]) -> dict:
     from ablations.grid import axis_value
 
-    status = cell_status(cell_dir)
+    status = records.cell_status(cell_dir)
     row: dict = {"cell": cell.id, "seed": cell.seed, "status": status}
     for key in axes:
         row[key] = axis_value(cell, key)
     if status == "done":
-        metrics = json.loads((cell_dir / "metrics.json").read_text())
+        metrics = records.read_metrics(cell_dir)
         row.update({k: v for k, v in metrics.items() if not isinstance(v, (dict, list))})
-        for file in sorted((cell_dir / "evals").glob("*.json")) if (cell_dir / "evals").exists() else []:
-            result = json.loads(file.read_text())
-            if result.get("status") == "ok":
-                for name, value in result.get("metrics", {}).items():
-                    if isinstance(value, (int, float)):
-                        row[f"{result['name']}/{name}"] = value
-            else:
-                row[f"{result['name']}/status"] = f"{result.get('status')}: {result.get('reason')}"
+        values, missing = records.eval_columns(records.read_evals(cell_dir))
+        row.update(values)
+        row.update({f"{name}/status": why for name, why in missing.items()})
     elif status == "failed":
-        row["reason"] = json.loads((cell_dir / "error.json").read_text()).get("reason")
+        row["reason"] = records.read_error(cell_dir)
     return row
 
 

@@ -13,7 +13,6 @@ cleared and trained again; a failed cell keeps its `error.json` and is retried o
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import shutil
@@ -23,10 +22,12 @@ import traceback
 import warnings
 from pathlib import Path
 
-from ablations.grid import Grid, load_grid, parse_overrides
-from ablations.results import cell_status, format_table, write_summary
+from ablations import records
+from ablations.grid import Grid, load_grid
+from ablations.records import cell_status
+from ablations.results import format_table, write_summary
+from research.config import parse_overrides
 from research.errors import UserError, run_main
-from research.io import atomic_write_json, atomic_write_text
 
 
 def parse_args(argv):
@@ -76,7 +77,7 @@ def main(argv=None) -> int:
         return run_cells(grid, grid_dir, cache_root, args.retry_failed, final_report=False)
     prepare_all(grid, cache_root)
     grid_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(grid_dir / "grid.json", json.dumps(grid_record(grid, args), indent=2, default=str) + "\n")
+    records.write_grid(grid_dir, grid_record(grid, args))
     if args.launcher == "slurm":
         return launch_slurm(grid, args, overrides, root, grid_dir)
     from ablations.launchers import spawn_local_workers, visible_gpus
@@ -198,7 +199,7 @@ def run_one(cell, cell_dir: Path, cache_root: Path, label: str, timing: str = ""
     """Train one claimed cell: resume from its last checkpoint if it has one, else start clean."""
     from ablations.train_cell import train_cell
 
-    resumable = (cell_dir / "checkpoints" / "last.ckpt").exists() and not (cell_dir / "error.json").exists()
+    resumable = (cell_dir / "checkpoints" / "last.ckpt").exists() and cell_status(cell_dir) != "failed"
     if resumable:
         say(f"{label} {cell.id}: resuming from its last checkpoint ({timing})")
     else:
@@ -212,8 +213,7 @@ def run_one(cell, cell_dir: Path, cache_root: Path, label: str, timing: str = ""
         raise
     except Exception as e:  # noqa: BLE001 - one cell's failure must not stop the grid
         reason = failure_reason(e)
-        atomic_write_json(cell_dir / "error.json", {"status": "failed", "reason": reason,
-                                                    "traceback": traceback.format_exc()})
+        records.write_error(cell_dir, reason, traceback.format_exc())
         say(f"{label} {cell.id}: FAILED: {reason.splitlines()[0] if reason else type(e).__name__}")
         return False
     say(f"{label} {cell.id}: done in {_hms(time.time() - t0)}: val_loss {metrics['val_loss']:.4f} "

@@ -9,62 +9,34 @@ filesystem, a cluster) because it only reads.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 import time
 from pathlib import Path
 
-import yaml
-
-from ablations.claims import is_stale, read_claim
-from ablations.results import cell_status
-from research.errors import UserError, run_main
-
-
-def _last_step(cell_dir: Path) -> int | None:
-    file = cell_dir / "metrics.csv"
-    if not file.exists():
-        return None
-    step = None
-    with open(file) as f:
-        for row in csv.DictReader(f):
-            if row.get("step"):
-                step = int(row["step"])
-    return step
+from ablations.records import load_cells
+from research.errors import run_main
 
 
 def cell_rows(grid_dir: Path) -> list[dict]:
-    spec_file = grid_dir / "grid.json"
-    if not spec_file.exists():
-        raise UserError(f"{grid_dir}: no grid.json; pass a grid's results folder (results/<grid name>)")
-    spec = json.loads(spec_file.read_text())
     now = time.time()
     rows = []
-    for c in spec["cells"]:
-        cell_dir = grid_dir / c["id"]
-        status = cell_status(cell_dir)
-        row = {"cell": c["id"], "status": status, "val_loss": None, "val_bpb": None, "elapsed_s": None,
-               "eta_s": None, "progress": None, "reason": None}
-        claim = read_claim(grid_dir, c["id"])
-        if status == "done":
-            metrics = json.loads((cell_dir / "metrics.json").read_text())
-            row.update(val_loss=metrics.get("val_loss"), val_bpb=metrics.get("val_bpb"),
-                       elapsed_s=metrics.get("wall_s"))
-        elif status == "failed":
-            row["reason"] = json.loads((cell_dir / "error.json").read_text()).get("reason")
-        if claim is not None and status != "done":
-            row["status"] = "stale" if is_stale(claim) else "running"
-            row["elapsed_s"] = now - claim.get("since", now)
-            row["runner"] = claim.get("runner")
-            step = _last_step(cell_dir)
-            cfg_file = cell_dir / "config.yaml"
-            if step is not None and cfg_file.exists():
-                max_steps = (yaml.safe_load(cfg_file.read_text()) or {}).get("train", {}).get("max_steps")
-                if max_steps:
-                    frac = min(1.0, (step + 1) / max_steps)
-                    row["progress"] = frac
-                    row["eta_s"] = row["elapsed_s"] * (1 - frac) / frac if frac > 0 else None
+    for rec in load_cells(grid_dir):
+        row = {"cell": rec.id, "status": rec.status, "val_loss": None, "val_bpb": None, "elapsed_s": None,
+               "eta_s": None, "progress": None, "reason": rec.reason}
+        if rec.status == "done":
+            row.update(val_loss=rec.metrics.get("val_loss"), val_bpb=rec.metrics.get("val_bpb"),
+                       elapsed_s=rec.metrics.get("wall_s"))
+        if rec.claim is not None:
+            row["status"] = rec.claim["state"]
+            row["elapsed_s"] = now - rec.claim.get("since", now)
+            row["runner"] = rec.claim.get("runner")
+            steps = [r["step"] for r in rec.log()]
+            max_steps = rec.max_steps()
+            if steps and max_steps:
+                frac = min(1.0, (max(steps) + 1) / max_steps)
+                row["progress"] = frac
+                row["eta_s"] = row["elapsed_s"] * (1 - frac) / frac if frac > 0 else None
         rows.append(row)
     return rows
 

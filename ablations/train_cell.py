@@ -30,59 +30,22 @@ from pathlib import Path
 
 import lightning as L
 import torch
-import yaml
 from torch.utils.data import DataLoader
 
+from ablations import records
+from research.callbacks import ResumableCheckpoint, Throughput
 from research.checkpoint import save_weights
+from research.config import RunConfig
 from research.data.batches import ContiguousStreams, RandomWindows, fixed_windows
 from research.data.tokens import TokenData, prepare_tokens
 from research.evaluation import split_loss
-from research.io import atomic_write_json, atomic_write_text
+from research.io import atomic_write_text
 from research.lightning_module import LMModule
 
 log = logging.getLogger(__name__)
 
 #: training sequence length for models without a context limit (RNNs) when train.seq_len is unset
 DEFAULT_UNROLL = 64
-
-
-class Throughput(L.Callback):
-    """Training time (validation excluded) and tokens per second, logged every `log_every` steps.
-
-    Timing with `perf_counter` between logging steps costs no device synchronisation beyond the
-    one the loss logging already does.
-    """
-
-    def __init__(self, tokens_per_step: int, log_every: int):
-        self.tokens_per_step, self.log_every = tokens_per_step, log_every
-        self._t0: float | None = None
-        self.steps = 0
-        self.train_s = 0.0
-        self._last = (0, 0.0)  # (steps, train_s) at the previous log
-
-    def _pause(self) -> None:
-        if self._t0 is not None:
-            self.train_s += time.perf_counter() - self._t0
-            self._t0 = None
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if self._t0 is None:
-            self._t0 = time.perf_counter()
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.steps += 1
-        if self.steps % self.log_every == 0:
-            self._pause()
-            self._t0 = time.perf_counter()
-            steps, secs = self.steps - self._last[0], self.train_s - self._last[1]
-            pl_module.log("perf/tokens_per_s", steps * self.tokens_per_step / max(secs, 1e-9))
-            self._last = (self.steps, self.train_s)
-
-    def on_validation_start(self, trainer, pl_module):
-        self._pause()
-
-    def on_train_end(self, trainer, pl_module):
-        self._pause()
 
 
 def seq_len_for(model, cfg) -> int:
@@ -122,20 +85,14 @@ def train_cell(cell, cell_dir: Path, cache_root: Path) -> dict:
     cfg = cell.config
     started = time.time()
     cell_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(cell_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     tokens = prepare_tokens(cfg.data, cfg.tokenizer, cache_root)
     shutil.copytree(tokens.path / "tokenizer", cell_dir / "tokenizer", dirs_exist_ok=True)
 
     module = make_module(cfg, tokens)
     model = module.model
-    resolved = getattr(model, "cfg", None)
-    if resolved is not None and resolved != cfg.model:  # e.g. model.match_params picked the width
-        cfg = dataclasses.replace(cfg, model=resolved)
-        atomic_write_text(cell_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     seq_len = seq_len_for(model, cfg)
-    if fill_steps_per_epoch(module, tokens, seq_len):
-        cfg = dataclasses.replace(cfg, train=module.cfg.train)
-        atomic_write_text(cell_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    cfg = resolve_config(module, tokens, seq_len)
+    records.write_config(cell_dir, cfg.to_dict())
     t_fit = time.perf_counter()
     if getattr(model, "trainable", True):
         fit = fit_module(module, tokens, cfg, seq_len, cell_dir, cell.id)
@@ -164,34 +121,17 @@ def train_cell(cell, cell_dir: Path, cache_root: Path) -> dict:
     if floor is not None:  # the built-in grammar's exact entropy: no model can go below it
         metrics["floor_bpb"] = floor
 
-    metrics.update(best_logged_val(cell_dir / "metrics.csv"))
+    metrics.update(records.best_logged_val(cell_dir))
     save_weights(model, cell_dir / "model.pt")
     write_samples(model, tokens.tokenizer, cfg, cell_dir / "samples" / "samples.jsonl")
     if cfg.eval.tasks:
         run_cell_evals(model, tokens.tokenizer, cfg, cell_dir, cache_root, tokens, device)
     metrics["wall_s"] = time.time() - started
-    atomic_write_json(cell_dir / "metrics.json", metrics)
-    atomic_write_json(cell_dir / "manifest.json", manifest(cell, started, fit_s, device, tokens))
+    records.write_metrics(cell_dir, metrics)
+    records.write_manifest(cell_dir, manifest(cell, started, fit_s, device, tokens))
     shutil.rmtree(cell_dir / "checkpoints", ignore_errors=True)  # model.pt holds the result
-    atomic_write_text(cell_dir / "DONE", f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n")
+    records.mark_done(cell_dir)
     return metrics
-
-
-def best_logged_val(csv_path: Path) -> dict:
-    """The lowest of the periodic validation estimates (train.eval_batches fixed batches) and its
-    step: what nanoGPT reports as "best val loss", next to our exact final full-split value."""
-    import csv
-
-    if not csv_path.exists():
-        return {}
-    best = None
-    with open(csv_path) as f:
-        for row in csv.DictReader(f):
-            if row.get("val/loss"):
-                value, step = float(row["val/loss"]), int(row["step"])
-                if best is None or value < best[0]:
-                    best = (value, step)
-    return {"val_loss_best_estimate": best[0], "val_loss_best_step": best[1] + 1} if best else {}
 
 
 def make_module(cfg, tokens: TokenData) -> LMModule:
@@ -210,47 +150,30 @@ def follow_cell(cell, cell_dir: Path, cache_root: Path) -> None:
     tokens = prepare_tokens(cfg.data, cfg.tokenizer, cache_root)
     module = make_module(cfg, tokens)
     seq_len = seq_len_for(module.model, cfg)
-    fill_steps_per_epoch(module, tokens, seq_len)
+    resolve_config(module, tokens, seq_len)
     fit_module(module, tokens, cfg, seq_len, cell_dir, cell.id)
 
 
-def fill_steps_per_epoch(module: LMModule, tokens: TokenData, seq_len: int) -> bool:
-    """Set `train.steps_per_epoch` from the data when unset (step_decay schedules count epochs).
+def resolve_config(module: LMModule, tokens: TokenData, seq_len: int) -> RunConfig:
+    """The config the cell trains with, every derived value filled in, set on `module`: the model's
+    own config (`model.match_params` resolved to a width) and `train.steps_per_epoch` from the data
+    when unset (step_decay schedules count epochs).
 
     Recurrent models read the split as `batch_size` contiguous streams (ContiguousStreams: one epoch
     is one pass along them, as Zaremba et al.'s batchify); others sample windows, and an epoch is
-    as many tokens as the split holds. Returns whether the config changed.
+    as many tokens as the split holds.
     """
-    t = module.cfg.train
-    if t.steps_per_epoch is not None:
-        return False
-    n = len(tokens.splits["train"])
-    if module.recurrent:
-        steps = ((n - 1) // t.batch_size - 1) // seq_len
-    else:
-        steps = n // (t.batch_size * seq_len)
-    module.cfg = dataclasses.replace(module.cfg, train=dataclasses.replace(t, steps_per_epoch=max(1, steps)))
-    return True
-
-
-class ResumableCheckpoint(L.Callback):
-    """Every `every` steps, the full training state to `checkpoints/last.ckpt`, atomically.
-
-    `trainer.save_checkpoint` is collective (every rank calls it; rank 0 writes), then rank 0
-    renames the finished file into place, so a kill mid-write leaves the previous checkpoint.
-    """
-
-    def __init__(self, folder: Path, every: int):
-        self.folder, self.every = Path(folder), every
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        step = trainer.global_step
-        if step % self.every or step == 0 or step >= trainer.max_steps:
-            return
-        tmp = self.folder / f".last.{os.getpid()}.ckpt"
-        trainer.save_checkpoint(tmp)
-        if trainer.is_global_zero:
-            os.replace(tmp, self.folder / "last.ckpt")
+    cfg = dataclasses.replace(module.cfg, model=module.model.cfg)
+    t = cfg.train
+    if t.steps_per_epoch is None:
+        n = len(tokens.splits["train"])
+        if module.recurrent:
+            steps = ((n - 1) // t.batch_size - 1) // seq_len
+        else:
+            steps = n // (t.batch_size * seq_len)
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(t, steps_per_epoch=max(1, steps)))
+    module.cfg = cfg
+    return cfg
 
 
 def checkpoint_step(path: Path) -> int:
@@ -301,7 +224,7 @@ def per_position_callback(cfg, tokens: TokenData, seq_len: int, cell_dir: Path):
 
     Every cell of a grid scores the same windows (seed 0, not the cell's seed), so curves compare.
     """
-    from research.per_position import PerPositionLoss
+    from research.callbacks import PerPositionLoss
 
     every = cfg.eval.per_position_every if cfg.eval.per_position_every is not None else cfg.train.eval_every
     val = tokens.splits["val"]

@@ -32,7 +32,7 @@ def measure(side: str, config: str, batch: int, device: str, bf16: bool) -> dict
     import torch
     import torch.nn.functional as F
 
-    from ablations import bench
+    from benchmarks import bench_harness as bench
     from research.evaluation import split_loss
     from research.models import build_model
 
@@ -65,7 +65,7 @@ def measure(side: str, config: str, batch: int, device: str, bf16: bool) -> dict
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.bench_eval_memory", description=__doc__.splitlines()[0])
-    p.add_argument("--config", default="15m", help="an ablations.bench config (default 15m: 32k vocabulary)")
+    p.add_argument("--config", default="15m", help="a benchmarks.bench_harness config (default 15m: 32k vocabulary)")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--side", choices=["sliced", "whole"], help=argparse.SUPPRESS)  # the child process

@@ -3,7 +3,7 @@
 The curve is research.per_position.loss_by_position (mean nats/token at each position 0..T-1
 over `n_windows` seeded random windows of the validation stream): the same function and windows
 the training callback uses, so this record continues the callback's series. `details.records`
-holds [{"step", "loss_by_position"}] (read by paper.collect.read_per_position), the step being
+holds [{"step", "loss_by_position"}] (read by ablations.records.read_per_position), the step being
 train.max_steps: the stored model.pt is the model at the end of training.
 
 The window is the model's block_size; recurrent models (no block_size) use train.seq_len or 256

@@ -113,7 +113,7 @@ def parse_args(argv):
 
 
 def main(argv=None) -> int:
-    from ablations.grid import parse_overrides
+    from research.config import parse_overrides
 
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -7,14 +7,11 @@ from, so a table can say why a metric is missing (not configured, skipped, faile
 
 from __future__ import annotations
 
-import csv
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
-from research.errors import UserError
+from ablations import records
+from ablations.records import read_per_position  # noqa: F401 - figures and tests read it from here
 
 
 @dataclass
@@ -58,64 +55,25 @@ def config_label(cell_id: str, seed: int) -> str:
 
 def load_grid_dir(path: Path) -> GridRecord:
     path = Path(path)
-    spec_file = path / "grid.json"
-    if not spec_file.exists():
-        raise UserError(f"{path}: no grid.json; pass a grid's results folder (results/<grid name>)")
-    spec = json.loads(spec_file.read_text())
+    spec = records.read_grid(path)
     cells = [load_cell_record(spec["name"], path / c["id"], c) for c in spec["cells"]]
     return GridRecord(spec["name"], path, list(spec.get("axes", [])), spec.get("description", ""), cells)
 
 
 def load_cell_record(grid: str, cell_dir: Path, spec: dict) -> CellRecord:
-    from ablations.results import cell_status
-
-    status = cell_status(cell_dir)
-    rec = CellRecord(grid, spec["id"], config_label(spec["id"], int(spec["seed"])), int(spec["seed"]), status,
-                     path=cell_dir)
-    if (cell_dir / "config.yaml").exists():
-        rec.run_config = yaml.safe_load((cell_dir / "config.yaml").read_text()) or {}
-        rec.evals = set(rec.run_config.get("eval", {}).get("tasks", []))
-    if status == "failed":
-        rec.reason = json.loads((cell_dir / "error.json").read_text()).get("reason")
-    if status != "done":
+    stored = records.CellRecord.load(Path(cell_dir).parent, spec)
+    rec = CellRecord(grid, stored.id, config_label(stored.id, stored.seed), stored.seed, stored.status,
+                     path=stored.path, run_config=stored.config, reason=stored.reason)
+    rec.evals = set(rec.run_config.get("eval", {}).get("tasks", []))
+    if stored.status != "done":
         return rec
-    rec.metrics = json.loads((cell_dir / "metrics.json").read_text())
-    for file in sorted((cell_dir / "evals").glob("*.json")) if (cell_dir / "evals").is_dir() else []:
-        result = json.loads(file.read_text())
-        name = result.get("name", file.stem)
-        rec.evals.add(name)
-        if result.get("status") == "ok":
-            for key, value in result.get("metrics", {}).items():
-                if isinstance(value, (int, float)):
-                    rec.metrics[f"{name}/{key}"] = float(value)
-        else:
-            rec.missing[name] = f"{result.get('status')}: {result.get('reason')}"
+    rec.metrics = dict(stored.metrics)
+    values, rec.missing = stored.eval_columns()
+    rec.metrics.update({k: float(v) for k, v in values.items()})
+    rec.evals |= set(stored.evals)
     return rec
 
 
 def read_curve(cell_dir: Path) -> dict[str, list[tuple[int, float]]]:
     """metrics.csv -> {"train/loss": [(step, value), ...], "val/loss": [...]}."""
-    file = Path(cell_dir) / "metrics.csv"
-    out: dict[str, list[tuple[int, float]]] = {}
-    if not file.exists():
-        return out
-    with open(file) as f:
-        for row in csv.DictReader(f):
-            for key in ("train/loss", "val/loss"):
-                if row.get(key):
-                    out.setdefault(key, []).append((int(row["step"]), float(row[key])))
-    return out
-
-
-def read_per_position(cell_dir: Path) -> list[dict]:
-    """Per-position loss records [{step, loss_by_position}], from training or from the stored checkpoint."""
-    for file in (Path(cell_dir) / "per_position.json", Path(cell_dir) / "evals" / "per_position.json"):
-        if file.exists():
-            data = json.loads(file.read_text())
-            if isinstance(data, dict) and "records" in data:
-                return data["records"]
-            if isinstance(data, dict) and "details" in data:
-                return data["details"].get("records", [])
-            if isinstance(data, list):
-                return data
-    return []
+    return records.read_curves(cell_dir)

@@ -29,7 +29,9 @@ class LMModule(L.LightningModule):
         super().__init__()
         from research.config import RunConfig
 
-        self.save_hyperparameters()
+        # Not logged: the cell's config.yaml is its one configuration, written once resolved
+        # (Lightning's hparams.yaml would hold `config` before match_params picked the width).
+        self.save_hyperparameters(logger=False)
         self.cfg = RunConfig.from_dict(config)
         self.model = build_model(self.cfg.model, vocab_size)
         self.vocab_size = vocab_size

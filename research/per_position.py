@@ -9,10 +9,7 @@ and induction heads"); the set is drawn once from `seed`, so every record scores
 Recurrent models (no `block_size`) are scored with plain `forward(idx)` on each window from a
 zero initial state, so position t means "t tokens since the state was reset".
 
-`PerPositionLoss` is a Lightning callback recording the curve during training: at the start of
-training, every `every_n_steps` optimizer steps and at the end, it appends {"step", "loss_by_position"}
-to a JSON list at `out_path` (written atomically; the format paper.collect.read_per_position reads).
-Every rank computes (a sharded model needs all ranks in its forward); only global rank 0 writes.
+`research.callbacks.PerPositionLoss` records the curve during training.
 """
 
 from __future__ import annotations
@@ -20,12 +17,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import torch
 
 from research.errors import DataError
-from research.io import atomic_write_json
 from research.loss import token_nats
 
 
@@ -59,43 +54,3 @@ def loss_by_position(model, windows: np.ndarray, batch_size: int = 32, device="c
 def read_records(path: Path) -> list[dict]:
     path = Path(path)
     return json.loads(path.read_text()) if path.exists() else []
-
-
-class PerPositionLoss(L.Callback):
-    """Record the per-position loss curve during training (see the module docstring).
-
-    On a resumed run the records already in `out_path` up to the resume step are kept and the
-    rest are computed again, so the file never holds two records for one step.
-    """
-
-    def __init__(self, val_tokens: np.ndarray, block_size: int, n_windows: int, every_n_steps: int,
-                 out_path: Path, seed: int = 0, batch_size: int = 32):
-        if every_n_steps <= 0:
-            raise ValueError("every_n_steps must be positive")
-        self.windows = sample_windows(val_tokens, block_size, n_windows, seed)
-        self.every_n_steps = every_n_steps
-        self.out_path = Path(out_path)
-        self.batch_size = batch_size
-        self.records: dict[int, list[float]] = {}
-
-    def _record(self, trainer, pl_module) -> None:
-        step = int(trainer.global_step)
-        model = getattr(pl_module, "model", pl_module)
-        self.records[step] = loss_by_position(model, self.windows, self.batch_size, pl_module.device)
-        if trainer.is_global_zero:
-            atomic_write_json(self.out_path, [{"step": s, "loss_by_position": self.records[s]}
-                                              for s in sorted(self.records)])
-
-    def on_train_start(self, trainer, pl_module):
-        step = int(trainer.global_step)
-        self.records = {r["step"]: r["loss_by_position"] for r in read_records(self.out_path) if r["step"] < step}
-        self._record(trainer, pl_module)
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        step = int(trainer.global_step)
-        if step % self.every_n_steps == 0 and step not in self.records:
-            self._record(trainer, pl_module)
-
-    def on_train_end(self, trainer, pl_module):
-        if int(trainer.global_step) not in self.records:
-            self._record(trainer, pl_module)

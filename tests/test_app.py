@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 
-from research.app.server import make_server
+from app.server import make_server
 from research.checkpoint import load_cell
 from tests.helpers import TINY_BASE, run_cli, write_grid
 
@@ -37,7 +37,7 @@ def results(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def server(results):
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as `python -m research.app` does (its --threads)
+    torch.set_num_threads(1)  # as `python -m app` does (its --threads)
     srv = make_server(results, port=0, cache_size=1)
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()

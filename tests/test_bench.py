@@ -15,7 +15,7 @@ from tests.helpers import run_cli
 def test_bench_pairs_the_plain_loop_and_the_harness_on_cpu(tmp_path):
     out = tmp_path / "bench.csv"
     proc = run_cli("shakespeare_cpu", "--device", "cpu", "--steps", "4", "--warmup", "2", "--out", out,
-                   module="ablations.bench")
+                   module="benchmarks.bench_harness")
     assert proc.returncode == 0, proc.stderr[-2000:]
     (row,) = list(csv.DictReader(out.open()))
     assert row["config"] == "shakespeare_cpu" and int(row["steps"]) == 4
@@ -35,7 +35,7 @@ def test_bench_errors_are_one_line(args, message):
 
     if "cuda" in args and torch.cuda.is_available():
         pytest.skip("a CUDA device is present")
-    proc = run_cli(*args, module="ablations.bench")
+    proc = run_cli(*args, module="benchmarks.bench_harness")
     assert proc.returncode == 2
     assert message in proc.stderr and "Traceback" not in proc.stderr
 
@@ -81,8 +81,8 @@ def _tiny_harness_run(tmp_path, warmup: int, steps: int, log_every: int, callbac
     from lightning.pytorch.loggers import CSVLogger
     from torch.utils.data import DataLoader
 
-    from ablations import bench
     from ablations.train_cell import build_trainer
+    from benchmarks import bench_harness as bench
     from research.data.batches import RandomWindows, fixed_windows
     from research.lightning_module import LMModule
 
@@ -102,7 +102,7 @@ def test_bench_window_holds_exactly_the_timed_steps_and_not_the_final_validation
 
     import lightning as L
 
-    from ablations import bench
+    from benchmarks import bench_harness as bench
 
     seen = {}
 
@@ -154,7 +154,7 @@ def test_bench_profile_writes_a_trace_of_each_timed_window(tmp_path):
 
     traces = tmp_path / "traces"
     proc = run_cli("tiny", "--device", "cpu", "--steps", "3", "--warmup", "2", "--out", tmp_path / "b.csv",
-                   "--profile", traces, module="ablations.bench")
+                   "--profile", traces, module="benchmarks.bench_harness")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert sorted(p.name for p in traces.iterdir()) == ["tiny_harness_0.json", "tiny_plain_0.json"]
     for loop in ("plain", "harness"):

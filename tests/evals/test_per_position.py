@@ -15,9 +15,10 @@ from torch.utils.data import DataLoader
 from evals import per_position
 from evals.base import EvalContext, write_result
 from paper.collect import read_per_position
+from research.callbacks import PerPositionLoss
 from research.config import RunConfig
 from research.lightning_module import LMModule
-from research.per_position import PerPositionLoss, loss_by_position, sample_windows
+from research.per_position import loss_by_position, sample_windows
 from tests.evals.lookup_model import LookupModel, random_table
 
 

@@ -1,7 +1,7 @@
-"""`python -m research.app`: a local web app over a results folder.
+"""`python -m app`: a local web app over a results folder.
 
-    python -m research.app                          # serves ./results on http://127.0.0.1:7860/
-    python -m research.app --results-dir runs --port 0
+    python -m app                          # serves ./results on http://127.0.0.1:7860/
+    python -m app --results-dir runs --port 0
 
 One page (`page.html`, inline JS/CSS/SVG: no CDN, works offline) over a small JSON API served by
 the standard library's `ThreadingHTTPServer`, so there is nothing to install and a long generation
@@ -27,7 +27,6 @@ pattern and must resolve inside the results folder. Errors are JSON `{"error": o
 from __future__ import annotations
 
 import argparse
-import csv
 import importlib.resources
 import json
 import logging
@@ -50,8 +49,9 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import torch
 import yaml
 
+from ablations import records
 from ablations.grid import Grid, load_grid
-from ablations.results import cell_status
+from ablations.records import cell_status
 from research.errors import ConfigError, UserError
 
 log = logging.getLogger(__name__)
@@ -213,7 +213,7 @@ class App:
         if not self.results_dir.is_dir():
             return []
         return sorted(p.name for p in self.results_dir.iterdir()
-                      if p.is_dir() and NAME.fullmatch(p.name) and _is_grid(p))
+                      if p.is_dir() and NAME.fullmatch(p.name) and records.is_grid_dir(p))
 
     def list_grids(self) -> list[dict]:
         out = []
@@ -228,11 +228,11 @@ class App:
 
     def grid_detail(self, grid: str) -> dict:
         grid_dir = self.grid_dir(grid)
-        record = _read_json(grid_dir / "grid.json") or {}
+        record = records.read_grid(grid_dir, required=False)
         listed = [c for c in record.get("cells", []) if isinstance(c, dict) and NAME.fullmatch(str(c.get("id", "")))]
         ids = [c["id"] for c in listed]
         on_disk = sorted(p.name for p in grid_dir.iterdir() if p.is_dir() and NAME.fullmatch(p.name)
-                         and (p / "config.yaml").exists() and p.name not in ids)
+                         and (p / records.CONFIG).exists() and p.name not in ids)
         axes = [a for a in record.get("axes", []) if isinstance(a, str)]
         rows = [self._row(grid_dir / c["id"], c, axes) for c in listed]
         rows += [self._row(grid_dir / cid, {"id": cid}, axes) for cid in on_disk]
@@ -251,12 +251,12 @@ class App:
                "axes": {a: _short(listed.get("axes", {}).get(a)) for a in axes}, "metrics": {}, "progress": None,
                "step": None, "max_steps": None, "updated": _mtime(cell_dir)}
         if status == "done":
-            metrics = _read_json(cell_dir / "metrics.json") or {}
+            metrics = records.read_metrics(cell_dir)
             row["metrics"] = {k: (v if math.isfinite(v) else None) for k, v in metrics.items()
                               if isinstance(v, (int, float)) and not isinstance(v, bool)}  # NaN is not JSON
             row["progress"] = 1.0
         elif status == "failed":
-            row["reason"] = (_read_json(cell_dir / "error.json") or {}).get("reason")
+            row["reason"] = records.read_error(cell_dir)
         if status == "partial":
             curve = read_curve(cell_dir)
             row["step"], row["max_steps"] = curve["last_step"], curve["max_steps"]
@@ -376,17 +376,6 @@ class App:
         return done
 
 
-def _is_grid(path: Path) -> bool:
-    return (path / "grid.json").exists() or any((p / "config.yaml").exists() for p in path.iterdir() if p.is_dir())
-
-
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def _mtime(path: Path) -> float | None:
     """The newest mtime among the folder and its direct files: the log files change as a cell trains."""
     if not path.exists():
@@ -413,39 +402,15 @@ def _tail(path: Path, lines: int) -> str:
 
 
 def read_curve(cell_dir: Path) -> dict:
-    """Train and val loss (nats/token) by step from Lightning's `metrics.csv`, which the logger
+    """Train and val loss (nats/token) by step from the cell's per-step log, which the logger
     rewrites as it trains: a half-written or missing file gives what could be read."""
-    train: list[list[float]] = []
-    val: list[list[float]] = []
-    try:
-        with open(cell_dir / "metrics.csv", newline="") as f:
-            for row in csv.DictReader(f):
-                step = _float(row.get("step"))
-                if step is None:
-                    continue
-                for key, points in (("train/loss", train), ("val/loss", val)):
-                    value = _float(row.get(key))
-                    if value is not None:
-                        points.append([step, value])
-    except (OSError, csv.Error):
-        pass
-    max_steps = None
-    try:
-        config = yaml.safe_load((cell_dir / "config.yaml").read_text())
-        max_steps = int(config["train"]["max_steps"])
-    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError):
-        pass
+    curves = records.read_curves(cell_dir)
+    train = [[step, value] for step, value in curves.get("train/loss", [])]
+    val = [[step, value] for step, value in curves.get("val/loss", [])]
+    max_steps = records.max_steps(records.read_config(cell_dir))
     steps = [p[0] for p in train + val]
     return {"unit": "nats/token", "train": train, "val": val, "max_steps": max_steps,
             "last_step": int(max(steps)) if steps else None}
-
-
-def _float(text) -> float | None:
-    try:
-        value = float(text)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -535,7 +500,7 @@ class Handler(BaseHTTPRequestHandler):
 
     # routes ----------------------------------------------------------------------------------
     def page(self) -> None:
-        html = importlib.resources.files("research.app").joinpath("page.html").read_bytes()
+        html = importlib.resources.files("app").joinpath("page.html").read_bytes()
         self._send(html, "text/html; charset=utf-8")
 
     def get_grids(self) -> None:
@@ -595,7 +560,7 @@ def make_server(results_dir: Path, port: int = 7860, cache_size: int = 4) -> Thr
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="python -m research.app", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m app", description=__doc__.splitlines()[0])
     p.add_argument("--results-dir", type=Path, default=None,
                    help="the grids' results folder (default: $ABLATIONS_RESULTS or ./results)")
     p.add_argument("--port", type=int, default=7860, help="port on 127.0.0.1 (default 7860; 0 picks a free one)")

@@ -1,8 +1,8 @@
-"""`python -m research.app`: see `research.app.server`."""
+"""`python -m app`: see `app.server`."""
 
 import sys
 
-from research.app.server import main
+from app.server import main
 from research.errors import run_main
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
-"""`python -m ablations.bench`: training speed of the harness beside a plain PyTorch loop.
+"""`python -m benchmarks.bench_harness`: training speed of the harness beside a plain PyTorch loop.
 
-    python -m ablations.bench                       # every named config on the default device
-    python -m ablations.bench shakespeare_cpu --device cpu --steps 300 --repeats 5
-    python -m ablations.bench 15m 42m --device cuda --out results/bench/h100.csv
-    python -m ablations.bench 260k --device cuda --profile results/bench/traces   # where the time goes
+    python -m benchmarks.bench_harness                       # every named config on the default device
+    python -m benchmarks.bench_harness shakespeare_cpu --device cpu --steps 300 --repeats 5
+    python -m benchmarks.bench_harness 15m 42m --device cuda --out results/bench/h100.csv
+    python -m benchmarks.bench_harness 260k --device cuda --profile results/bench/traces   # where the time goes
 
 For each named configuration (the sizes of ../shared/ANCHORS.md) the same GPT, with the same
 batch, optimizer and precision, is trained twice in one process: by a minimal hand-written loop
@@ -266,7 +266,7 @@ def mfu(model, cfg, tokens_per_s: float, device: str) -> float | None:
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="python -m ablations.bench", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.bench_harness", description=__doc__.splitlines()[0])
     p.add_argument("configs", nargs="*", help=f"named configs (default: all): {', '.join(CONFIGS)}")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--steps", type=int, default=None, help="timed steps (default: 30 on cuda, 50 on cpu)")

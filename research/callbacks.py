@@ -1,0 +1,119 @@
+"""The Lightning callbacks a cell trains with, together: throughput, resumable checkpoints and
+the per-position loss curve.
+
+`PerPositionLoss` records the curve during training: at the start of training, every
+`every_n_steps` optimizer steps and at the end, it appends {"step", "loss_by_position"} to a JSON
+list at `out_path` (written atomically; the format ablations.records.read_per_position reads).
+Every rank computes (a sharded model needs all ranks in its forward); only global rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+
+from research.io import atomic_write_json
+from research.per_position import loss_by_position, read_records, sample_windows
+
+
+class Throughput(L.Callback):
+    """Training time (validation excluded) and tokens per second, logged every `log_every` steps.
+
+    Timing with `perf_counter` between logging steps costs no device synchronisation beyond the
+    one the loss logging already does.
+    """
+
+    def __init__(self, tokens_per_step: int, log_every: int):
+        self.tokens_per_step, self.log_every = tokens_per_step, log_every
+        self._t0: float | None = None
+        self.steps = 0
+        self.train_s = 0.0
+        self._last = (0, 0.0)  # (steps, train_s) at the previous log
+
+    def _pause(self) -> None:
+        if self._t0 is not None:
+            self.train_s += time.perf_counter() - self._t0
+            self._t0 = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self._t0 is None:
+            self._t0 = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.steps += 1
+        if self.steps % self.log_every == 0:
+            self._pause()
+            self._t0 = time.perf_counter()
+            steps, secs = self.steps - self._last[0], self.train_s - self._last[1]
+            pl_module.log("perf/tokens_per_s", steps * self.tokens_per_step / max(secs, 1e-9))
+            self._last = (self.steps, self.train_s)
+
+    def on_validation_start(self, trainer, pl_module):
+        self._pause()
+
+    def on_train_end(self, trainer, pl_module):
+        self._pause()
+
+
+class ResumableCheckpoint(L.Callback):
+    """Every `every` steps, the full training state to `checkpoints/last.ckpt`, atomically.
+
+    `trainer.save_checkpoint` is collective (every rank calls it; rank 0 writes), then rank 0
+    renames the finished file into place, so a kill mid-write leaves the previous checkpoint.
+    """
+
+    def __init__(self, folder: Path, every: int):
+        self.folder, self.every = Path(folder), every
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        step = trainer.global_step
+        if step % self.every or step == 0 or step >= trainer.max_steps:
+            return
+        tmp = self.folder / f".last.{os.getpid()}.ckpt"
+        trainer.save_checkpoint(tmp)
+        if trainer.is_global_zero:
+            os.replace(tmp, self.folder / "last.ckpt")
+
+
+class PerPositionLoss(L.Callback):
+    """Record the per-position loss curve during training (see the module docstring).
+
+    On a resumed run the records already in `out_path` up to the resume step are kept and the
+    rest are computed again, so the file never holds two records for one step.
+    """
+
+    def __init__(self, val_tokens: np.ndarray, block_size: int, n_windows: int, every_n_steps: int,
+                 out_path: Path, seed: int = 0, batch_size: int = 32):
+        if every_n_steps <= 0:
+            raise ValueError("every_n_steps must be positive")
+        self.windows = sample_windows(val_tokens, block_size, n_windows, seed)
+        self.every_n_steps = every_n_steps
+        self.out_path = Path(out_path)
+        self.batch_size = batch_size
+        self.records: dict[int, list[float]] = {}
+
+    def _record(self, trainer, pl_module) -> None:
+        step = int(trainer.global_step)
+        model = getattr(pl_module, "model", pl_module)
+        self.records[step] = loss_by_position(model, self.windows, self.batch_size, pl_module.device)
+        if trainer.is_global_zero:
+            atomic_write_json(self.out_path, [{"step": s, "loss_by_position": self.records[s]}
+                                              for s in sorted(self.records)])
+
+    def on_train_start(self, trainer, pl_module):
+        step = int(trainer.global_step)
+        self.records = {r["step"]: r["loss_by_position"] for r in read_records(self.out_path) if r["step"] < step}
+        self._record(trainer, pl_module)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        step = int(trainer.global_step)
+        if step % self.every_n_steps == 0 and step not in self.records:
+            self._record(trainer, pl_module)
+
+    def on_train_end(self, trainer, pl_module):
+        if int(trainer.global_step) not in self.records:
+            self._record(trainer, pl_module)
