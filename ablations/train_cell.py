@@ -51,7 +51,7 @@ DEFAULT_UNROLL = 64
 def seq_len_for(model, cfg) -> int:
     if cfg.train.seq_len is not None:
         return cfg.train.seq_len
-    return getattr(model, "block_size", None) or DEFAULT_UNROLL
+    return model.block_size or DEFAULT_UNROLL
 
 
 def precision_for(cfg) -> str:
@@ -94,7 +94,7 @@ def train_cell(cell, cell_dir: Path, cache_root: Path) -> dict:
     cfg = resolve_config(module, tokens, seq_len)
     records.write_config(cell_dir, cfg.to_dict())
     t_fit = time.perf_counter()
-    if getattr(model, "trainable", True):
+    if model.trainable:
         fit = fit_module(module, tokens, cfg, seq_len, cell_dir, cell.id)
         train_s, train_tokens, session_tokens = fit
     else:  # count-based models (n-gram): one pass over the training tokens
@@ -114,8 +114,7 @@ def train_cell(cell, cell_dir: Path, cache_root: Path) -> dict:
         "train_s": train_s,
         "tokens_per_s": session_tokens / train_s if train_s > 0 else float("nan"),
     }
-    if hasattr(model, "architecture_metrics"):  # variants: layers applied, unique blocks, receptive field
-        metrics.update(model.architecture_metrics())
+    metrics.update(model.architecture_metrics())  # variants: layers applied, unique blocks, receptive field
     metrics.update(score_splits(model, tokens, cfg, seq_len, device))
     floor = tokens.meta["corpus"].get("floor_bits_per_byte")
     if floor is not None:  # the built-in grammar's exact entropy: no model can go below it

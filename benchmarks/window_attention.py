@@ -113,7 +113,7 @@ def grid_steps(path: str, vocab_size: int, device) -> list[dict]:
                      "params": model.num_params(), "params_non_embedding": model.num_params(non_embedding=True),
                      "flops_per_token": model.flops_per_token(T), "step_ms": ms,
                      "tokens_per_s": B * T / ms * 1e3, "train_min_est": steps * ms / 6e4,
-                     **getattr(model, "architecture_metrics", dict)()})
+                     **model.architecture_metrics()})
         log.info("%s", rows[-1])
     return rows
 

@@ -39,7 +39,7 @@ def evaluate(ctx: EvalContext, options: dict) -> EvalResult:
     opts = build(PerPositionOptions, options or {}, f"eval.options.{NAME}")
     if ctx.load_tokens is None:
         raise ConfigError(f"{NAME}: the eval context has no token streams (load_tokens); run it through evals.run")
-    window = opts.window or getattr(ctx.model, "block_size", None) or ctx.config.train.seq_len or 256
+    window = opts.window or ctx.model.block_size or ctx.config.train.seq_len or 256
     windows = sample_windows(ctx.load_tokens(opts.split), window, opts.n_windows, opts.seed)
     curve = loss_by_position(ctx.model, windows, opts.batch_size, ctx.device)
     metrics = {

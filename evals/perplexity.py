@@ -48,8 +48,8 @@ def evaluate(ctx: EvalContext, options: dict) -> EvalResult:
     if ctx.load_tokens is None:
         raise ConfigError(f"{NAME}: the eval context has no token streams (load_tokens); run it through evals.run")
     model = ctx.model
-    recurrent = getattr(model, "recurrent", False)
-    window = opts.window or getattr(model, "block_size", None) or ctx.config.train.seq_len or 256
+    recurrent = model.recurrent
+    window = opts.window or model.block_size or ctx.config.train.seq_len or 256
     if opts.stride is not None and not 1 <= opts.stride <= window:
         raise ConfigError(f"eval.options.{NAME}.stride: must be between 1 and the window ({window})")
     corpus = ctx.load_corpus() if ctx.load_corpus is not None else None

@@ -81,7 +81,7 @@ def windows_for(ctx: list[int], cont: list[int], block_size: int | None) -> list
 def score_token_pairs(model, pairs: Sequence[tuple[list[int], list[int]]], batch_size: int = 32,
                       device: str = "cpu") -> list[Score]:
     """`score_continuations` on already tokenized pairs (the context must hold at least one token)."""
-    block_size = getattr(model, "block_size", None)
+    block_size = model.block_size
     # Identical windows are computed once and shared, so identical inputs (BLiMP's 7 pairs with the
     # same good and bad sentence, HellaSwag's shared prefixes) always get bit-identical scores.
     unique: dict[tuple, int] = {}
@@ -210,7 +210,7 @@ def pooled_features(model, tokenizer, texts: Sequence[str], batch_size: int = 32
     The input is EOT followed by the text (its last `block_size - 1` tokens when longer); the EOT
     position is left out of the mean, since its state is the same for every text.
     """
-    block_size = getattr(model, "block_size", None)
+    block_size = model.block_size
     seqs = []
     for t in texts:
         ids = list(tokenizer.encode(t)) or [tokenizer.eot_id]

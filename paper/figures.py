@@ -173,7 +173,7 @@ def attention_figure(grids: list[GridRecord], out_dir: Path) -> str | None:
     for cell in picks:
         loaded = load_cell(cell.path)
         ids = loaded.tokenizer.encode(SAMPLE_SENTENCE)
-        limit = getattr(loaded.model, "block_size", None) or 64
+        limit = loaded.model.block_size or 64
         ids = ids[: min(limit, 64)]
         try:
             layers = attention_maps(loaded.model, torch.tensor([ids]))

@@ -13,15 +13,17 @@ import math
 
 import torch
 
+from research.models.gpt import CausalSelfAttention
+
 
 @torch.no_grad()
 def attention_maps(model, idx: torch.Tensor) -> list[torch.Tensor]:
     """Per layer, a (heads, T, T) tensor of attention weights for the single sequence `idx` (1, T)."""
-    if hasattr(model, "attention_weights"):
-        weights = model.attention_weights(idx)
+    weights = model.attention_weights(idx)
+    if weights is not None:
         weights = weights if isinstance(weights, (list, tuple)) else [weights]
         return [w[0] if w.dim() == 4 else w for w in weights]
-    layers = [m for m in model.modules() if hasattr(m, "split_heads") and hasattr(m, "attend")]
+    layers = [m for m in model.modules() if isinstance(m, CausalSelfAttention)]
     if not layers:
         raise ValueError(f"{type(model).__name__} has no attention layers to show")
     captured: list[torch.Tensor] = []
@@ -40,7 +42,7 @@ def attention_maps(model, idx: torch.Tensor) -> list[torch.Tensor]:
             scores = (q.float() @ k_full.float().transpose(-2, -1)) / math.sqrt(q.shape[-1])
             i = torch.arange(T, device=q.device)
             allowed = i[None, :] <= i[:, None]
-            window = getattr(layer, "window", None)
+            window = layer.window
             if window:
                 allowed &= i[None, :] > i[:, None] - int(window)
             captured.append(scores.masked_fill(~allowed, float("-inf")).softmax(-1)[0].cpu())

@@ -52,7 +52,7 @@ def load_cell(cell_dir, device: str = "cpu") -> LoadedCell:
     tokenizer = load_tokenizer(cell_dir / "tokenizer")
     model = build_model(config.model, tokenizer.vocab_size)
     state = torch.load(weights, map_location=device, weights_only=True)["state_dict"]
-    if getattr(model, "trainable", True) is False and hasattr(model, "load_fitted"):
+    if not model.trainable:
         model.load_fitted(state)
     else:
         model.load_state_dict(state)

@@ -45,7 +45,7 @@ def split_loss(model, tokens: np.ndarray, seq_len: int, batch_size: int = 32, de
     model.eval()
     tokens = np.asarray(tokens if max_tokens is None else tokens[: max_tokens + 1], dtype=np.int64)
     try:
-        if getattr(model, "recurrent", False):
+        if model.recurrent:
             return _stream_loss(model, tokens, seq_len, batch_size, device, eot_id)
         return _window_loss(model, tokens, seq_len, batch_size, device)
     finally:
@@ -75,7 +75,7 @@ def _stream_loss(model, tokens, seq_len, batch_size, device, eot_id) -> SplitLos
     n = (len(tokens) - 1) // batch_size
     streams = tokens[: n * batch_size + 1]
     state, nats, count = None, 0.0, 0
-    reset_at_eot = getattr(model.cfg, "reset_at_eot", False) and eot_id is not None
+    reset_at_eot = model.resets_at_eot and eot_id is not None
     for k in range(0, n, seq_len):
         T = min(seq_len, n - k)
         starts = np.arange(batch_size) * n + k

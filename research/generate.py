@@ -41,7 +41,7 @@ def generate(
     device = next(model.parameters()).device
     ids = list(prompt_ids) or [eot_id]
     out: list[int] = []
-    ctx = getattr(model, "block_size", None)
+    ctx = model.block_size
     try:
         for _ in range(max_new_tokens):
             window = ids[-ctx:] if ctx else ids
@@ -88,7 +88,7 @@ def generate_batch(
     ids = torch.tensor([list(prompt_ids) or [eot_id]] * n, dtype=torch.long)
     done = torch.zeros(n, dtype=torch.bool)
     outs: list[list[int]] = [[] for _ in range(n)]
-    ctx = getattr(model, "block_size", None)
+    ctx = model.block_size
     try:
         for _ in range(max_new_tokens):
             window = ids[:, -ctx:] if ctx else ids

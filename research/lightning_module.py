@@ -37,7 +37,7 @@ class LMModule(L.LightningModule):
         self.vocab_size = vocab_size
         self.eot_id = eot_id
         self.bytes_per_token = bytes_per_token
-        self.recurrent = getattr(self.model, "recurrent", False)
+        self.recurrent = self.model.recurrent
         self._state = None
         compile_ = self.cfg.train.compile
         if compile_ is None:  # compile pays off on GPU; on CPU its start-up time dominates tiny runs
@@ -65,7 +65,7 @@ class LMModule(L.LightningModule):
             x, y, epoch_start = batch
             if epoch_start or self._state is None:
                 self._state = None
-            reset = (x == self.eot_id) if getattr(self.model.cfg, "reset_at_eot", False) else None
+            reset = (x == self.eot_id) if self.model.resets_at_eot else None
             logits, state = self.model.step(x, self._state, reset)
             self._state = _detach(state)
             loss = self.loss(logits, y)

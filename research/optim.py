@@ -66,10 +66,7 @@ def muon_params(model: torch.nn.Module) -> tuple[list[torch.nn.Parameter], list[
     """(hidden matrices for Muon, the rest for AdamW). Embeddings and the output projection stay
     with AdamW, as Jordan et al. (2024) prescribe: their rows are looked up or scored one token at a
     time, not used as a whole linear map. Vectors (norms, biases) cannot be orthogonalised."""
-    lookup = {id(p) for p in model.embedding_parameters()} if hasattr(model, "embedding_parameters") else set()
-    head = getattr(model, "lm_head", None)
-    if head is not None:
-        lookup.add(id(head.weight))
+    lookup = {id(p) for p in model.embedding_parameters()}  # the output projection included
     unique = {id(p): p for p in model.parameters() if p.requires_grad}.values()
     hidden = [p for p in unique if p.dim() == 2 and id(p) not in lookup]
     rest = [p for p in unique if p.dim() != 2 or id(p) in lookup]

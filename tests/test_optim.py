@@ -142,7 +142,7 @@ def test_muon_takes_hidden_matrices_only():
     model = tiny_gpt()
     hidden, rest = muon_params(model)
     assert names_of(model, hidden) == {f"blocks.{i}.{m}.weight" for i in range(2)
-                                       for m in ("attn.qkv", "attn.proj", "mlp.up", "mlp.down")}
+                                       for m in ("attn.q", "attn.kv", "attn.proj", "mlp.up", "mlp.down")}
     assert "tok_emb.weight" in names_of(model, rest)  # tied with lm_head: one tensor, AdamW
     assert {p.dim() for p in rest} == {1, 2}
     assert len(hidden) + len(rest) == len(list(model.parameters()))

@@ -3,6 +3,11 @@
 A model maps token ids (B, T) to next-token logits (B, T, V) and never sees a loss. It reports
 its parameter counts (shared tensors counted once) and its training FLOPs per token, so grids
 can compare architectures at equal size and equal compute.
+
+Everything the trainer and the evals ask of a model is declared here with the default of a plain
+feed-forward decoder (not recurrent, trained by gradient steps, no extra metrics, attention
+weights recomputed from its layers); a model overrides what differs, and callers read the
+attributes directly instead of probing for them.
 """
 
 from __future__ import annotations
@@ -15,8 +20,43 @@ from research.config import ModelConfig
 
 class LanguageModel(nn.Module):
     Config: type[ModelConfig] = ModelConfig
+    #: the resolved config the model was built from (model.match_params already turned into a width)
+    cfg: ModelConfig
     #: longest context the model can attend to; None for models without a limit (RNNs, n-grams)
     block_size: int | None = None
+    #: True: trained on contiguous streams with truncated back-propagation through time, scored
+    #: through `step(idx, state, reset_mask)`, which carries the hidden state from batch to batch
+    recurrent: bool = False
+    #: False: fitted by one pass over the training tokens (`fit`) instead of gradient steps, and
+    #: restored from its stored tensors with `load_fitted`
+    trainable: bool = True
+
+    @property
+    def resets_at_eot(self) -> bool:
+        """Whether a recurrent model's state is zeroed after each end-of-text token."""
+        return self.recurrent and bool(self.cfg.reset_at_eot)
+
+    def step(self, idx: torch.Tensor, state=None, reset_mask: torch.Tensor | None = None):
+        """Recurrent models: (logits, new state) for `idx` continuing from `state`."""
+        raise NotImplementedError(f"{type(self).__name__} is not recurrent")
+
+    def fit(self, train_tokens) -> None:
+        """Models that are not `trainable`: estimate the parameters from the training tokens."""
+        raise NotImplementedError(f"{type(self).__name__} trains by gradient steps")
+
+    def load_fitted(self, state: dict[str, torch.Tensor]) -> None:
+        """Models that are not `trainable`: restore what `fit` estimated from a stored state dict."""
+        raise NotImplementedError(f"{type(self).__name__} loads with load_state_dict")
+
+    def architecture_metrics(self) -> dict:
+        """Facts about the built model a results table shows next to its size (layers applied,
+        receptive field, ...); merged into the cell's metrics.json."""
+        return {}
+
+    def attention_weights(self, idx: torch.Tensor) -> list[torch.Tensor] | torch.Tensor | None:
+        """Attention weights for figures, from models that compute attention their own way; None
+        (the default) has research.attention recompute them from the layers' queries and keys."""
+        return None
 
     @classmethod
     def tiny_config(cls) -> ModelConfig:
@@ -24,7 +64,8 @@ class LanguageModel(nn.Module):
         return cls.Config()
 
     def embedding_parameters(self) -> list[nn.Parameter]:
-        """Parameters that are lookup tables (token/position embeddings, an untied unembedding)."""
+        """Parameters that are lookup tables or score one token at a time: token/position
+        embeddings and the output projection (`lm_head`, tied or not)."""
         return []
 
     def num_params(self, non_embedding: bool = False) -> int:

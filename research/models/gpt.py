@@ -22,6 +22,7 @@ from torch import nn
 
 from research.config import ModelConfig
 from research.models.base import LanguageModel
+from research.models.window_attention import window_attention
 
 
 @dataclass
@@ -106,43 +107,65 @@ class Rotary(nn.Module):
 
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, cfg: GPTConfig, dim: int | None = None):
+    """Causal self-attention, the one attention class of GPT and every variant.
+
+    Defaults give the baseline: `cfg.n_head` heads over the residual width `dim`, grouped-query
+    with `cfg.n_kv_head`. A variant passes what its layer changes: `n_head` / `head_dim` (an inner
+    width n_head * head_dim other than `dim`, OpenELM's layer-wise head scaling; plain multi-head
+    then), `window` (each query sees only the last `window` positions) or `kv_dim` (keys and
+    values read another stream of that width, given to `forward` as `memory`). Queries and
+    keys/values are separate projections so that keys can come from another stream.
+    """
+
+    def __init__(self, cfg: GPTConfig, dim: int | None = None, n_head: int | None = None,
+                 head_dim: int | None = None, window: int | None = None, kv_dim: int | None = None):
         super().__init__()
         dim = dim or cfg.n_embd
-        self.n_head = cfg.n_head
-        self.n_kv_head = cfg.n_kv_head or cfg.n_head
-        self.head_dim = dim // cfg.n_head
-        self.qkv = nn.Linear(dim, (self.n_head + 2 * self.n_kv_head) * self.head_dim, bias=cfg.bias)
-        self.proj = nn.Linear(dim, dim, bias=cfg.bias)
+        self.n_head = n_head or cfg.n_head
+        self.n_kv_head = self.n_head if n_head else (cfg.n_kv_head or cfg.n_head)
+        self.head_dim = head_dim or dim // cfg.n_head
+        self.window = window
+        self.inner = self.n_head * self.head_dim
+        self.q = nn.Linear(dim, self.inner, bias=cfg.bias)
+        self.kv = nn.Linear(kv_dim or dim, 2 * self.n_kv_head * self.head_dim, bias=cfg.bias)
+        self.proj = nn.Linear(self.inner, dim, bias=cfg.bias)
         self.proj.is_residual_out = True
         self.dropout = cfg.dropout
         self.resid_drop = nn.Dropout(cfg.dropout)
         self.rotary = Rotary(self.head_dim, cfg.block_size, cfg.rope_base) if cfg.pos == "rope" else None
+        self._register_load_state_dict_pre_hook(_split_fused_qkv)
 
-    def split_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def split_heads(self, x: torch.Tensor, memory: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         B, T, _ = x.shape
-        q, k, v = self.qkv(x).split(
-            [self.n_head * self.head_dim, self.n_kv_head * self.head_dim, self.n_kv_head * self.head_dim], dim=-1
-        )
-        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
-        k = k.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, Hkv, T, hd)
-        v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
+        memory = x if memory is None else memory
+        q = self.q(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
+        kv = self.kv(memory).view(B, T, 2 * self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, 2Hkv, T, hd)
+        k, v = kv.chunk(2, dim=1)
         if self.rotary is not None:
             q, k = self.rotary(q), self.rotary(k)
         return q, k, v
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """Causal attention; variants with other masks override this one method."""
-        return F.scaled_dot_product_attention(
-            q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0,
-            enable_gqa=self.n_kv_head != self.n_head,
-        )
+        """Causal attention, limited to the layer's window when it has one."""
+        return window_attention(q, k, v, self.window, self.dropout if self.training else 0.0,
+                                enable_gqa=self.n_kv_head != self.n_head)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, T, C = x.shape
-        y = self.attend(*self.split_heads(x))  # (B, H, T, hd)
-        y = y.transpose(1, 2).reshape(B, T, C)
-        return self.resid_drop(self.proj(y))
+    def forward(self, x: torch.Tensor, memory: torch.Tensor | None = None) -> torch.Tensor:
+        """Self-attention, or with `memory` (same length as x) keys and values come from it."""
+        B, T, _ = x.shape
+        y = self.attend(*self.split_heads(x, memory))  # (B, H, T, hd)
+        return self.resid_drop(self.proj(y.transpose(1, 2).reshape(B, T, self.inner)))
+
+
+def _split_fused_qkv(module, state_dict, prefix, *args) -> None:
+    """Weights saved when GPT's attention had one fused `qkv` projection (rows: q, then k, then v)
+    load into the separate `q` and `kv` projections, so earlier cells' model.pt still load."""
+    for kind in ("weight", "bias"):
+        fused = state_dict.pop(f"{prefix}qkv.{kind}", None)
+        if fused is not None:
+            state_dict[f"{prefix}q.{kind}"], state_dict[f"{prefix}kv.{kind}"] = fused.split(
+                [module.inner, fused.shape[0] - module.inner])
 
 
 class MLP(nn.Module):

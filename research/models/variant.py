@@ -1,7 +1,7 @@
 """The common base of the architecture variants: a GPT whose layers may differ from each other.
 
-`VariantGPT` with no hook overridden is `GPT` (same parameter count, same FLOPs; attention keeps
-its query and key/value projections apart so keys can come from another stream), but it
+`VariantGPT` with no hook overridden is `GPT` (the same attention class, so the same state dict,
+parameter count and FLOPs), but it
 routes every per-layer choice through a small hook, so one variant is one file that overrides one
 hook and variants compose by multiple inheritance (each hook calls `super()`):
 
@@ -26,8 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from research.models.gpt import GPT, MLP, Block, CausalSelfAttention, GPTConfig, Rotary
-from research.models.window_attention import window_attention
+from research.models.gpt import GPT, MLP, Block, CausalSelfAttention, GPTConfig
 
 
 @dataclass
@@ -39,53 +38,6 @@ class VariantConfig(GPTConfig):
     def head_multiple(self) -> int:
         """Widths are multiples of this, so every layer splits into whole (even, for RoPE) heads."""
         return self.n_head * (2 if self.pos == "rope" else 1)
-
-
-class LayerAttention(CausalSelfAttention):
-    """Causal self-attention with its own width, head count and window.
-
-    `n_head` heads of size `head_dim` (default: dim / cfg.n_head) give an inner width
-    n_head * head_dim that may differ from the residual width `dim` (OpenELM's layer-wise head
-    scaling). `window` limits each query to the last `window` positions (None: all).
-    """
-
-    def __init__(self, cfg: GPTConfig, dim: int, n_head: int | None = None, head_dim: int | None = None,
-                 window: int | None = None, kv_dim: int | None = None):
-        nn.Module.__init__(self)
-        self.n_head = n_head or cfg.n_head
-        # a per-layer head count (layer-wise scaling) uses plain multi-head attention, no grouping
-        self.n_kv_head = self.n_head if n_head else (cfg.n_kv_head or cfg.n_head)
-        self.head_dim = head_dim or dim // cfg.n_head
-        self.window = window
-        self.inner = self.n_head * self.head_dim
-        kv = self.n_kv_head * self.head_dim
-        self.q = nn.Linear(dim, self.inner, bias=cfg.bias)
-        self.kv = nn.Linear(kv_dim or dim, 2 * kv, bias=cfg.bias)
-        self.proj = nn.Linear(self.inner, dim, bias=cfg.bias)
-        self.proj.is_residual_out = True
-        self.dropout = cfg.dropout
-        self.resid_drop = nn.Dropout(cfg.dropout)
-        self.rotary = Rotary(self.head_dim, cfg.block_size, cfg.rope_base) if cfg.pos == "rope" else None
-
-    def split_heads(self, x: torch.Tensor, memory: torch.Tensor | None = None
-                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        B, T, _ = x.shape
-        memory = x if memory is None else memory
-        q = self.q(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)
-        k, v = self.kv(memory).view(B, T, 2 * self.n_kv_head, self.head_dim).transpose(1, 2).chunk(2, dim=1)
-        if self.rotary is not None:
-            q, k = self.rotary(q), self.rotary(k)
-        return q, k, v
-
-    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        return window_attention(q, k, v, self.window, self.dropout if self.training else 0.0,
-                                enable_gqa=self.n_kv_head != self.n_head)
-
-    def forward(self, x: torch.Tensor, memory: torch.Tensor | None = None) -> torch.Tensor:
-        """Self-attention, or with `memory` (same length as x) keys and values come from it."""
-        B, T, _ = x.shape
-        y = self.attend(*self.split_heads(x, memory))
-        return self.resid_drop(self.proj(y.transpose(1, 2).reshape(B, T, self.inner)))
 
 
 class VariantGPT(GPT):
@@ -107,7 +59,7 @@ class VariantGPT(GPT):
         return {"dim": self.layer_width(layer)}
 
     def make_attention(self, layer: int) -> nn.Module:
-        return LayerAttention(self.cfg, **self.attention_kwargs(layer))
+        return CausalSelfAttention(self.cfg, **self.attention_kwargs(layer))
 
     def make_mlp(self, layer: int) -> nn.Module:
         return MLP(self.cfg, dim=self.layer_width(layer), hidden=self.layer_ff(layer))
