@@ -51,7 +51,7 @@ def spawn_local_workers(argv: list[str], n_workers: int, gpus: list[str]) -> int
     procs = []
     threads = max(1, (os.cpu_count() or 1) // n_workers)
     for w in range(n_workers):
-        env = dict(os.environ, ABLATIONS_WORKER=str(w), OMP_NUM_THREADS=str(threads))
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads))
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = gpus[w % len(gpus)]
         procs.append(subprocess.Popen([sys.executable, "-m", "ablations.run", *argv, "--worker"], env=env))

@@ -5,8 +5,8 @@
         --set train.batch_size=8 --set model.block_size=64 --steps 200                # a CPU-sized check
 
 A 260K-parameter model (llama2.c's stories260K shape: 64 wide, 5 layers, 8 heads, 4 key/value
-heads, context 512, a 512-token BPE; batch 128 as in ../shared/ANCHORS.md) leaves an H100 about 97%
-idle, so a grid of such cells should share the device. The same grid of `--cells` seeds is run
+heads, context 512, a 512-token BPE; batch 128, at which a raw nanoGPT loop of this size reached
+3% MFU on one H100) leaves an H100 about 97% idle, so a grid of such cells should share the device. The same grid of `--cells` seeds is run
 twice through `python -m ablations.run`, each time as a whole command timed from start to exit:
 serially (one runner), then with `--per-gpu` runners on the one device (`--cells-per-gpu` on CUDA,
 `--workers` on the CPU, where the cores are split between workers). The speed-up is the ratio of

@@ -62,7 +62,7 @@ class ModelConfig:
     """Base of every model's config; `arch` names the registry entry."""
 
     arch: str = "gpt"
-    match_params: float | None = None  # size the model to this many parameters (variants issue)
+    match_params: float | None = None  # size the model to this many parameters (research.sizing)
 
 
 @dataclass

@@ -25,7 +25,7 @@ from research.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-TOLERANCE = 0.02  # relative distance from the target (issue 4: "within 2%")
+TOLERANCE = 0.02  # relative distance from the target: equal-size comparisons within 2%
 MAX_WIDTH = 1 << 16
 
 
