@@ -9,10 +9,11 @@ For each named configuration (the sizes of the peers' published figures: llama2.
 models, nanoGPT's Shakespeare recipes) the same GPT, with the same batch, optimizer and precision,
 is trained twice in one process: by a minimal hand-written loop (forward, loss, backward, clip,
 AdamW step; the shape of nanoGPT's train.py) and by the harness (LMModule under the Lightning
-Trainer every cell uses, batches from the token-cache sampler). The ratio of their tokens/s is the harness's own overhead, measured rather than assumed. Random
-tokens: speed does not depend on the data. Timing starts after warm-up steps (compilation,
-allocator), and the device is synchronised only at the ends of the timed window, which holds the
-training steps and nothing else (not the validation Lightning runs after the last step).
+Trainer every cell uses, batches from the token-cache sampler). The ratio of their tokens/s is the
+harness's own overhead, measured rather than assumed. Random tokens: speed does not depend on the
+data. Timing starts after warm-up steps (compilation, allocator), and the device is synchronised
+only at the ends of the timed window, which holds the training steps and nothing else (not the
+validation Lightning runs after the last step).
 
 `--repeats N` runs each loop N times, alternating which goes first, and reports median tokens/s
 and the median of the N paired ratios: on a shared 2-core machine throughput drifts by 10-25%
