@@ -4,13 +4,13 @@
     python -m benchmarks.bench_cells_per_gpu --device cpu --cells 4 --per-gpu 2 \\
         --set train.batch_size=8 --set model.block_size=64 --steps 200                # a CPU-sized check
 
-A 260K-parameter model (llama2.c's stories260K shape: 64 wide, 5 layers, 8 heads, 4 key/value
-heads, context 512, a 512-token BPE; batch 128, at which a raw nanoGPT loop of this size reached
-3% MFU on one H100) leaves an H100 about 97% idle, so a grid of such cells should share the device. The same grid of `--cells` seeds is run
-twice through `python -m ablations.run`, each time as a whole command timed from start to exit:
-serially (one runner), then with `--per-gpu` runners on the one device (`--cells-per-gpu` on CUDA,
-`--workers` on the CPU, where the cores are split between workers). The speed-up is the ratio of
-the two wall times.
+A 260K-parameter model (llama2.c's stories260K shape: 64 wide, 5 layers, 8 heads, 4 key/value heads,
+context 512, a 512-token BPE; batch 128, at which a raw nanoGPT loop of this size reached 3% MFU on
+one H100) leaves an H100 about 97% idle, so a grid of such cells should share the device. The same
+grid of `--cells` seeds is run twice through `python -m ablations.run`, each time as a whole command
+timed from start to exit: serially (one runner), then with `--per-gpu` runners on the one device
+(`--cells-per-gpu` on CUDA, `--workers` on the CPU, where the cores are split between workers). The
+speed-up is the ratio of the two wall times.
 
 Before the timed runs, one untimed run of a single cell fills the token cache (shared by both
 sides) and torch.compile's on-disk cache, so neither side pays them alone. Each side's cells are
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import shutil
 import statistics
 import subprocess
@@ -31,6 +30,7 @@ from pathlib import Path
 
 import yaml
 
+from ablations.records import load_cells
 from research.errors import ConfigError, run_main
 from research.io import atomic_write_csv
 
@@ -69,7 +69,7 @@ def run_grid(grid: Path, root: Path, device: str, runners: int, sets: list[str])
 
 
 def cell_train_s(grid_dir: Path) -> list[float]:
-    return [json.loads(p.read_text())["train_s"] for p in sorted(grid_dir.glob("*/metrics.json"))]
+    return [c.metrics["train_s"] for c in load_cells(grid_dir) if c.status == "done"]
 
 
 def main(argv=None) -> int:

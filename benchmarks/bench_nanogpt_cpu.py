@@ -27,7 +27,6 @@ the exact loss over the whole validation split, nats per character, and its own 
 from __future__ import annotations
 
 import argparse
-import json
 import pickle
 import re
 import shutil
@@ -40,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ablations import records
 from research.errors import UserError, run_main
 from research.io import atomic_write_csv
 
@@ -119,8 +119,9 @@ def run_harness(recipe: Path, data: Path, scratch: Path, steps: int, repeat: int
     wall = time.perf_counter() - t0
     if proc.returncode:
         raise RuntimeError(f"the harness exited with {proc.returncode}:\n{proc.stderr[-2000:]}")
-    (metrics_path,) = root.glob("*/*/metrics.json")
-    m = json.loads(metrics_path.read_text())
+    (grid_dir,) = (p.parent for p in root.glob(f"*/{records.GRID}"))
+    (cell,) = records.load_cells(grid_dir)
+    m = cell.metrics
     return {"wall_s": wall, "ms_per_iter": 1000 * m["train_s"] / steps,
             "val_loss_estimate": m.get("val_loss_best_estimate"), "val_loss_exact": m["val_loss"]}
 
