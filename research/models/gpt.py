@@ -133,7 +133,7 @@ class CausalSelfAttention(nn.Module):
         self.dropout = cfg.dropout
         self.resid_drop = nn.Dropout(cfg.dropout)
         self.rotary = Rotary(self.head_dim, cfg.block_size, cfg.rope_base) if cfg.pos == "rope" else None
-        self._register_load_state_dict_pre_hook(_split_fused_qkv)
+        self.register_load_state_dict_pre_hook(_split_fused_qkv)
 
     def split_heads(self, x: torch.Tensor, memory: torch.Tensor | None = None
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
