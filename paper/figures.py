@@ -41,61 +41,99 @@ def _style():
                          "figure.dpi": 100, "legend.fontsize": 7, "pdf.fonttype": 42})
 
 
+def _band(cells, key: str):
+    """(steps, mean, min, max) over the seeds of one configuration, at the steps every seed logged."""
+    series = [dict(read_curve(c.path).get(key, [])) for c in cells]
+    steps = sorted(set.intersection(*(set(s) for s in series))) if series and all(series) else []
+    if not steps:
+        return None
+    values = np.array([[s[t] for t in steps] for s in series])  # (seeds, steps)
+    return np.array(steps), values.mean(0), values.min(0), values.max(0)
+
+
+def _done(grid: GridRecord, config: str):
+    return [c for c in grid.cells if c.config == config and c.status == "done"]
+
+
 def loss_curves(grid: GridRecord, out_dir: Path) -> str | None:
-    """Training (thin) and validation (thick) loss against step, mean over seeds per configuration."""
+    """Training and validation loss against step: per configuration the mean over seeds (line)
+    and the range over seeds (shaded, min to max); log-scaled loss when it spans a factor of 2."""
     _style()
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    drawn = False
+    fig, axes = plt.subplots(1, 2, figsize=(7.2, 3.2), sharey=True)
+    drawn, seen, span = False, 0, []
     for i, config in enumerate(grid.configs()):
-        cells = [c for c in grid.cells if c.config == config and c.status == "done"]
+        cells = _done(grid, config)
         color = f"C{i % 10}"
-        for key, width, alpha in (("train/loss", 0.8, 0.45), ("val/loss", 1.8, 1.0)):
-            series = [dict(read_curve(c.path).get(key, [])) for c in cells]
-            steps = sorted(set.intersection(*(set(s) for s in series))) if series and all(series) else []
-            if not steps:
+        for ax, key in zip(axes, ("train/loss", "val/loss")):
+            band = _band(cells, key)
+            if band is None:
                 continue
-            mean = np.array([np.mean([s[t] for s in series]) for t in steps])
-            label = config if key == "val/loss" else None
-            ax.plot(steps, mean, color=color, lw=width, alpha=alpha, label=label)
+            steps, mean, lo, hi = band
+            ax.plot(steps, mean, color=color, lw=1.4, label=f"{config} (n={len(cells)})")
+            if len(cells) > 1:
+                ax.fill_between(steps, lo, hi, color=color, alpha=0.2, lw=0)
+            span += [lo.min(), hi.max()]
             drawn = True
+        seen += bool(cells)
     if not drawn:
         plt.close(fig)
         return None
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss (nats/token)")
-    ax.set_title(f"{grid.name}: training (thin) and validation (thick) loss")
-    ax.legend(frameon=False)
-    fig.tight_layout()
+    for ax, title in zip(axes, ("training loss", "validation loss (logged batches)")):
+        if min(span) > 0 and max(span) / min(span) > 2:
+            ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_title(title)
+    axes[0].set_ylabel("loss (nats/token)")
+    handles, labels = axes[1].get_legend_handles_labels() or axes[0].get_legend_handles_labels()
+    if not handles:
+        handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), frameon=False,
+               bbox_to_anchor=(0.5, 0))
+    fig.suptitle(f"{grid.name}: mean over seeds, shaded: min to max over seeds", fontsize=8)
+    fig.tight_layout(rect=(0, 0.06 * math.ceil(len(labels) / 3) + 0.04, 1, 1))
     return save(fig, out_dir, f"{grid.name}_loss_curves")
 
 
+PER_POSITION_STEPS = 4  # training points drawn per configuration: first, last and evenly between
+
+
 def per_position(grid: GridRecord, out_dir: Path) -> str | None:
-    """Loss at each context position, at several training steps (one panel per configuration)."""
+    """Loss at each context position (log-scaled), at several training steps, one panel per
+    configuration; each curve is the mean over the configuration's seeds of records that average
+    `eval.per_position_windows` validation windows each."""
     _style()
-    configs = []
+    panels = []
     for config in grid.configs():
-        cell = next((c for c in grid.cells if c.config == config and c.status == "done"), None)
-        records = read_per_position(cell.path) if cell else []
-        if records:
-            configs.append((config, records))
-    if not configs:
+        cells = _done(grid, config)
+        per_cell = [{r["step"]: r["loss_by_position"] for r in read_per_position(c.path)} for c in cells]
+        per_cell = [r for r in per_cell if r]
+        if not per_cell:
+            continue
+        steps = sorted(set.intersection(*(set(r) for r in per_cell)))
+        pick = sorted({steps[round(j * (len(steps) - 1) / max(1, PER_POSITION_STEPS - 1))]
+                       for j in range(min(PER_POSITION_STEPS, len(steps)))})
+        curves = [(s, np.mean([r[s] for r in per_cell], axis=0)) for s in pick]
+        windows = cells[0].run_config.get("eval", {}).get("per_position_windows")
+        panels.append((config, curves, len(per_cell), windows))
+    if not panels:
         return None
-    cols = min(3, len(configs))
-    rows = math.ceil(len(configs) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False, sharey=True)
-    for ax, (config, records) in zip(axes.flat, configs):
-        cmap = plt.get_cmap("viridis")
-        for j, rec in enumerate(records):
-            losses = rec["loss_by_position"]
-            ax.plot(np.arange(1, len(losses) + 1), losses, color=cmap(j / max(1, len(records) - 1)), lw=1,
-                    label=f"step {rec['step']}")
+    cols = min(3, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.7 * rows), squeeze=False, sharey=True)
+    cmap = plt.get_cmap("viridis")
+    for ax, (config, curves, n_seeds, windows) in zip(axes.flat, panels):
+        for j, (step, losses) in enumerate(curves):
+            ax.plot(np.arange(1, len(losses) + 1), losses, color=cmap(j / max(1, len(curves) - 1)), lw=1.2,
+                    label=f"step {step}")
         ax.set_xscale("log")
-        ax.set_title(wrap(config), fontsize=7)
-        ax.set_xlabel("context position")
+        ax.set_title(wrap(f"{config} ({n_seeds} seed{'s' if n_seeds > 1 else ''}"
+                          + (f" x {windows} windows)" if windows else ")")), fontsize=7)
+        ax.set_xlabel("context position (tokens seen)")
         ax.legend(frameon=False, fontsize=6)
-    for ax in list(axes.flat)[len(configs):]:
+    for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
-    axes[0, 0].set_ylabel("loss (nats/token)")
+    for r in range(rows):
+        axes[r, 0].set_ylabel("loss (nats/token)")
     fig.tight_layout()
     return save(fig, out_dir, f"{grid.name}_per_position")
 
@@ -104,13 +142,17 @@ def _config_points(grids: list[GridRecord], x_key: str, y_key: str):
     points = []
     for grid in grids:
         for config in grid.configs():
-            cells = [c for c in grid.cells if c.config == config and c.status == "done"]
+            cells = _done(grid, config)
             xs = [c.metrics[x_key] for c in cells if x_key in c.metrics]
             ys = [c.metrics[y_key] for c in cells if y_key in c.metrics]
             if xs and ys:
-                points.append((f"{grid.name}: {config}", np.mean(xs), np.mean(ys),
+                points.append((_prefixed(grids, grid, config), np.mean(xs), np.mean(ys),
                                np.std(ys, ddof=1) if len(ys) > 1 else 0.0))
     return points
+
+
+def _prefixed(grids: list[GridRecord], grid: GridRecord, config: str) -> str:
+    return f"{grid.name}: {config}" if len(grids) > 1 else config
 
 
 def novelty_vs_perplexity(grids: list[GridRecord], out_dir: Path) -> str | None:
@@ -132,24 +174,52 @@ def novelty_vs_perplexity(grids: list[GridRecord], out_dir: Path) -> str | None:
     return save(fig, out_dir, "novelty_vs_perplexity")
 
 
-def loss_vs_params(grids: list[GridRecord], out_dir: Path) -> str | None:
+def training_flops(cell) -> float | None:
+    """Training FLOPs of a cell: FLOPs per token (each application of a shared block counted) x
+    training tokens."""
+    f, t = cell.metrics.get("flops_per_token"), cell.metrics.get("train_tokens")
+    return float(f) * float(t) if f and t else None
+
+
+def bpb_vs_size(grids: list[GridRecord], out_dir: Path) -> str | None:
+    """The architecture comparison: validation bits per byte against parameters and against
+    training FLOPs, each seed a small point, each configuration's mean a large marker."""
     _style()
-    points = _config_points(grids, "params", "val_bpb")
-    if not points:
+    series = []
+    for grid in grids:
+        for config in grid.configs():
+            cells = [c for c in _done(grid, config) if "val_bpb" in c.metrics and "params" in c.metrics]
+            if cells:
+                series.append((_prefixed(grids, grid, config), cells))
+    if not series:
         return None
-    fig, ax = plt.subplots(figsize=(4.2, 3.2))
-    for i, (label, x, y, err) in enumerate(points):
-        ax.errorbar([x], [y], yerr=[err], fmt="o", color=f"C{i % 10}", label=label, ms=4, capsize=2)
+    fig, axes = plt.subplots(1, 2, figsize=(7.2, 3.4), sharey=True)
+    markers = "osD^vP*Xh<>"
+    for i, (label, cells) in enumerate(series):
+        color, marker = f"C{i % 10}", markers[(i // 10) % len(markers)]
+        ys = np.array([c.metrics["val_bpb"] for c in cells])
+        for ax, xs in ((axes[0], [float(c.metrics["params"]) for c in cells]),
+                       (axes[1], [training_flops(c) for c in cells])):
+            if any(x is None for x in xs):
+                continue
+            ax.scatter(xs, ys, s=9, color=color, alpha=0.45, lw=0, marker=marker)
+            ax.scatter([np.mean(xs)], [ys.mean()], s=55, color=color, marker=marker, edgecolor="black", lw=0.6,
+                       label=f"{label} (n={len(cells)})" if ax is axes[0] else None, zorder=3)
     floors = {c.metrics.get("floor_bpb") for g in grids for c in g.cells if c.metrics.get("floor_bpb")}
-    for floor in sorted(floors):
-        ax.axhline(floor, color="0.5", ls=":", lw=1)
-        ax.text(ax.get_xlim()[0], floor, " grammar entropy", va="bottom", fontsize=6, color="0.4")
-    ax.set_xscale("log")
-    ax.set_xlabel("parameters")
-    ax.set_ylabel("validation bits per byte")
-    ax.legend(frameon=False, fontsize=6)
-    fig.tight_layout()
-    return save(fig, out_dir, "loss_vs_params")
+    for ax in axes:
+        ax.set_xscale("log")
+        for floor in sorted(floors):
+            ax.axhline(floor, color="0.5", ls=":", lw=1)
+            ax.text(0.01, floor, " grammar entropy", va="bottom", fontsize=6, color="0.4",
+                    transform=ax.get_yaxis_transform())
+    axes[0].set_xlabel("parameters (unique)")
+    axes[1].set_xlabel("training FLOPs (FLOPs/token x training tokens)")
+    axes[0].set_ylabel("validation bits per byte")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), frameon=False, fontsize=6)
+    fig.suptitle("small points: seeds; large markers: mean over seeds", fontsize=8)
+    fig.tight_layout(rect=(0, 0.05 * math.ceil(len(labels) / 3) + 0.04, 1, 1))
+    return save(fig, out_dir, "bpb_vs_params_and_flops")
 
 
 def attention_figure(grids: list[GridRecord], out_dir: Path) -> str | None:
@@ -189,10 +259,11 @@ def attention_figure(grids: list[GridRecord], out_dir: Path) -> str | None:
     fig, axes = plt.subplots(1, len(maps), figsize=(4.2 * len(maps), 4), squeeze=False)
     for ax, (title, weights, labels) in zip(axes[0], maps):
         ax.imshow(weights.numpy(), cmap="Blues", vmin=0)
-        step = max(1, len(labels) // 24)
-        ticks = list(range(0, len(labels), step))
-        ax.set_xticks(ticks, [labels[t].replace(" ", "␣") for t in ticks], fontsize=5)
-        ax.set_yticks(ticks, [labels[t].replace(" ", "␣") for t in ticks], fontsize=5)
+        ticks = list(range(len(labels)))  # every position labelled with its token
+        names = [labels[t].replace(" ", "␣").replace("\n", "↵") for t in ticks]
+        size = max(3.5, min(6.0, 260 / max(1, len(labels))))
+        ax.set_xticks(ticks, names, fontsize=size, rotation=90 if max(map(len, names)) > 1 else 0)
+        ax.set_yticks(ticks, names, fontsize=size)
         ax.set_xlabel("attended position")
         ax.set_ylabel("query position")
         ax.set_title(wrap(title), fontsize=7)
