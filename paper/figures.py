@@ -16,6 +16,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import ScalarFormatter  # noqa: E402
 
 from paper.collect import GridRecord, read_curve, read_per_position  # noqa: E402
 
@@ -110,8 +111,8 @@ def per_position(grid: GridRecord, out_dir: Path) -> str | None:
         if not per_cell:
             continue
         steps = sorted(set.intersection(*(set(r) for r in per_cell)))
-        pick = sorted({steps[round(j * (len(steps) - 1) / max(1, PER_POSITION_STEPS - 1))]
-                       for j in range(min(PER_POSITION_STEPS, len(steps)))})
+        k = min(PER_POSITION_STEPS, len(steps))
+        pick = sorted({steps[round(j * (len(steps) - 1) / max(1, k - 1))] for j in range(k)})
         curves = [(s, np.mean([r[s] for r in per_cell], axis=0)) for s in pick]
         windows = cells[0].run_config.get("eval", {}).get("per_position_windows")
         panels.append((config, curves, len(per_cell), windows))
@@ -126,6 +127,7 @@ def per_position(grid: GridRecord, out_dir: Path) -> str | None:
             ax.plot(np.arange(1, len(losses) + 1), losses, color=cmap(j / max(1, len(curves) - 1)), lw=1.2,
                     label=f"step {step}")
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(ScalarFormatter())
         ax.set_title(wrap(f"{config} ({n_seeds} seed{'s' if n_seeds > 1 else ''}"
                           + (f" x {windows} windows)" if windows else ")")), fontsize=7)
         ax.set_xlabel("context position (tokens seen)")
@@ -181,6 +183,20 @@ def training_flops(cell) -> float | None:
     return float(f) * float(t) if f and t else None
 
 
+def _size_axis(ax) -> None:
+    """Log scale when the sizes span more than a factor of 3, and counts written 40k, 1.2M, 3G."""
+    from matplotlib.ticker import EngFormatter, MaxNLocator
+
+    lo, hi = ax.dataLim.intervalx
+    if lo > 0 and hi / lo > 3:
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(plt.NullFormatter())
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(4))
+    ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+    ax.margins(x=0.08)
+
+
 def bpb_vs_size(grids: list[GridRecord], out_dir: Path) -> str | None:
     """The architecture comparison: validation bits per byte against parameters and against
     training FLOPs, each seed a small point, each configuration's mean a large marker."""
@@ -205,13 +221,20 @@ def bpb_vs_size(grids: list[GridRecord], out_dir: Path) -> str | None:
             ax.scatter(xs, ys, s=9, color=color, alpha=0.45, lw=0, marker=marker)
             ax.scatter([np.mean(xs)], [ys.mean()], s=55, color=color, marker=marker, edgecolor="black", lw=0.6,
                        label=f"{label} (n={len(cells)})" if ax is axes[0] else None, zorder=3)
-    floors = {c.metrics.get("floor_bpb") for g in grids for c in g.cells if c.metrics.get("floor_bpb")}
+    all_y = [c.metrics["val_bpb"] for _, cells in series for c in cells]
+    low, high = min(all_y), max(all_y)
+    floors = sorted({c.metrics.get("floor_bpb") for g in grids for c in g.cells if c.metrics.get("floor_bpb")})
     for ax in axes:
-        ax.set_xscale("log")
-        for floor in sorted(floors):
-            ax.axhline(floor, color="0.5", ls=":", lw=1)
-            ax.text(0.01, floor, " grammar entropy", va="bottom", fontsize=6, color="0.4",
-                    transform=ax.get_yaxis_transform())
+        _size_axis(ax)
+        for floor in floors:  # drawn only near the data: far below, it would flatten every difference
+            if floor >= low - 0.5 * (high - low):
+                ax.axhline(floor, color="0.5", ls=":", lw=1)
+                ax.text(0.01, floor, " grammar entropy", va="bottom", fontsize=6, color="0.4",
+                        transform=ax.get_yaxis_transform())
+    far = [f for f in floors if f < low - 0.5 * (high - low)]
+    if far:
+        axes[0].text(0.01, 0.01, "grammar entropy (floor): " + ", ".join(f"{f:.3f}" for f in far) + " bpb, below",
+                     transform=axes[0].transAxes, fontsize=6, color="0.4")
     axes[0].set_xlabel("parameters (unique)")
     axes[1].set_xlabel("training FLOPs (FLOPs/token x training tokens)")
     axes[0].set_ylabel("validation bits per byte")
