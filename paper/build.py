@@ -47,7 +47,7 @@ def command_line(grid_dirs: list[Path], alpha: float = ALPHA, spread: str = "std
 
 
 def build(grid_dirs: list[Path], out: Path, alpha: float = ALPHA, spread: str = "std",
-          allow_mixed: bool = False) -> dict:
+          allow_mixed: bool = False, tables_only: bool = False) -> dict:
     grids = [load_grid_dir(p) for p in grid_dirs]
     names = [g.name for g in grids]
     if len(set(names)) != len(names):
@@ -71,11 +71,12 @@ def build(grid_dirs: list[Path], out: Path, alpha: float = ALPHA, spread: str = 
                                               "spread": spread}})
         atomic_write_text(tables_dir / prov_name, json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
         atomic_write_csv(tables_dir / f"{grid.name}_significance.csv", significance, SIGNIFICANCE_COLUMNS)
-        for fn, what in ((figures.loss_curves, "loss curves"), (figures.per_position, "per-position loss")):
+        for fn, what in () if tables_only else ((figures.loss_curves, "loss curves"),
+                                                 (figures.per_position, "per-position loss")):
             stem = fn(grid, figures_dir)
             (made if stem else skipped).append((stem, f"{what} ({grid.name})",
                                                 None if stem else _why(fn, grid)))
-    for fn, what, why in (
+    for fn, what, why in () if tables_only else (
         (figures.novelty_vs_perplexity, "novelty against perplexity", "no cell ran the novelty eval"),
         (figures.bpb_vs_size, "validation bits per byte against parameters and training FLOPs", "no finished cell"),
         (figures.attention_figure, "attention maps", "no finished cell has an attention model"),
@@ -149,6 +150,7 @@ def parse_args(argv):
     p.add_argument("--alpha", type=float, default=ALPHA, help="significance level for bold values (default 0.05)")
     p.add_argument("--spread", choices=sorted(SPREADS), default="std",
                    help="what follows ±: sample std (default), standard error, or 95%% confidence half-width")
+    p.add_argument("--tables-only", action="store_true", help="write the tables, no figures (seconds faster per grid)")
     p.add_argument(ALLOW_FLAG, action="store_true",
                    help="average rows whose cells ran different commits or configs (the caption says so)")
     return p.parse_args(argv)
@@ -161,7 +163,7 @@ def main(argv=None) -> int:
             raise UserError(f"{g}: no such results folder")
     if not 0 < args.alpha < 1:
         raise UserError(f"--alpha {args.alpha:g}: a significance level lies between 0 and 1, e.g. --alpha 0.05")
-    result = build(args.grids, args.out, args.alpha, args.spread, args.allow_mixed)
+    result = build(args.grids, args.out, args.alpha, args.spread, args.allow_mixed, args.tables_only)
     for path in result["tables"]:
         print(f"table   {path}")
     for stem, what, _ in result["figures"]:

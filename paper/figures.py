@@ -16,7 +16,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from matplotlib.ticker import ScalarFormatter  # noqa: E402
+from matplotlib.ticker import FormatStrFormatter  # noqa: E402
 
 from paper.collect import GridRecord, read_curve, read_per_position  # noqa: E402
 
@@ -127,7 +127,7 @@ def per_position(grid: GridRecord, out_dir: Path) -> str | None:
             ax.plot(np.arange(1, len(losses) + 1), losses, color=cmap(j / max(1, len(curves) - 1)), lw=1.2,
                     label=f"step {step}")
         ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
         ax.set_title(wrap(f"{config} ({n_seeds} seed{'s' if n_seeds > 1 else ''}"
                           + (f" x {windows} windows)" if windows else ")")), fontsize=7)
         ax.set_xlabel("context position (tokens seen)")

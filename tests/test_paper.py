@@ -83,7 +83,7 @@ def test_tables_aggregate_seeds(grid_dir, tmp_path):
 def test_equal_within_noise_is_not_bold(grid_dir, tmp_path):
     """learned and sinusoidal positions at lr 3e-3 are within noise of each other: neither is bold,
     and the CSV holds the paired test, checked here against the t statistic computed by hand."""
-    build([grid_dir], tmp_path)
+    build([grid_dir], tmp_path, tables_only=True)
     table = (tmp_path / "tables" / "ptest_results.tex").read_text()
     assert "\\textbf" not in table
     assert "Nothing bold in Val PPL, Val bpb: the best is not significantly better than every other row" in table
@@ -106,7 +106,7 @@ def test_clearly_better_is_bold(grid_dir, tmp_path):
     """lr 3e-3 against lr 1e-5 (same positions): the better row is bold in both loss columns."""
     part = subset(grid_dir, tmp_path / "ptest", lambda c: c["axes"]["model.pos"] == "learned"
                   and c["axes"]["train.lr"] < 1)
-    build([part], tmp_path / "out")
+    build([part], tmp_path / "out", tables_only=True)
     table = (tmp_path / "out" / "tables" / "ptest_results.tex").read_text()
     good, bad = _line(table, "lr=0.003"), _line(table, "lr=1e-05")
     assert good.count("\\textbf{") == 2 and "\\textbf" not in bad  # Val PPL and Val bpb
@@ -120,17 +120,17 @@ def test_unpaired_seeds_use_welch_and_one_seed_bolds_nothing(grid_dir, tmp_path)
         return lambda c: (c["axes"]["model.pos"] == "learned" and c["axes"]["train.lr"] < 1
                           and not (c["axes"]["train.lr"] < 1e-3 and c["seed"] in drop_seeds))
 
-    build([subset(grid_dir, tmp_path / "w" / "ptest", keep({2}))], tmp_path / "welch")
+    build([subset(grid_dir, tmp_path / "w" / "ptest", keep({2}))], tmp_path / "welch", tables_only=True)
     table = (tmp_path / "welch" / "tables" / "ptest_results.tex").read_text()
     assert "Welch's $t$-test over seeds" in table and "\\textbf" in _line(table, "lr=0.003")
-    build([subset(grid_dir, tmp_path / "o" / "ptest", keep({1, 2}))], tmp_path / "one")
+    build([subset(grid_dir, tmp_path / "o" / "ptest", keep({1, 2}))], tmp_path / "one", tables_only=True)
     table = (tmp_path / "one" / "tables" / "ptest_results.tex").read_text()
     assert "\\textbf" not in table
     assert "Nothing bold in Val PPL, Val bpb: a configuration has fewer than 2 seeds (lr=1e-05)" in table
 
 
 def test_provenance_maps_each_row_to_its_cells(grid_dir, tmp_path):
-    build([grid_dir], tmp_path)
+    build([grid_dir], tmp_path, tables_only=True)
     prov = json.loads((tmp_path / "tables" / "ptest_results.provenance.json").read_text())
     spec = json.loads((grid_dir / "grid.json").read_text())
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
@@ -158,12 +158,12 @@ def test_mixed_commits_or_configs_are_refused(grid_dir, tmp_path):
     manifest["git"] = {"commit": "0" * 40, "dirty": False}
     (cell / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(UserError, match=f"mixes code versions: {cell.name} at 0000000000;.*--allow-mixed"):
-        build([copy], tmp_path / "refused")
+        build([copy], tmp_path / "refused", tables_only=True)
     assert not (tmp_path / "refused").exists()  # nothing written
     proc = run_cli(copy, "--out", tmp_path / "cli", module="paper.build")
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and cell.name in proc.stderr
 
-    build([copy], tmp_path / "allowed", allow_mixed=True)
+    build([copy], tmp_path / "allowed", allow_mixed=True, tables_only=True)
     table = (tmp_path / "allowed" / "tables" / "ptest_results.tex").read_text()
     label = next(r["label"] for r in json.loads(
         (tmp_path / "allowed" / "tables" / "ptest_results.provenance.json").read_text())["rows"] if r["mixed"])
@@ -177,7 +177,7 @@ def test_mixed_commits_or_configs_are_refused(grid_dir, tmp_path):
     config["train"]["max_steps"] = 13
     (cell / "config.yaml").write_text(yaml.safe_dump(config))
     with pytest.raises(UserError, match=f"mixes configs: .*{cell.name}.* differ in train.max_steps"):
-        build([copy], tmp_path / "refused")
+        build([copy], tmp_path / "refused", tables_only=True)
 
 
 def test_grid_labels_name_the_rows(grid_dir, tmp_path):
@@ -186,7 +186,7 @@ def test_grid_labels_name_the_rows(grid_dir, tmp_path):
     spec = json.loads((copy / "grid.json").read_text())
     spec["labels"] = {"model.pos": ["Learned positions", "Sinusoidal positions"]}
     (copy / "grid.json").write_text(json.dumps(spec))
-    build([copy], tmp_path / "out")
+    build([copy], tmp_path / "out", tables_only=True)
     table = (tmp_path / "out" / "tables" / "ptest_results.tex").read_text()
     assert _line(table, "Sinusoidal positions, lr=0.003")
     prov = json.loads((tmp_path / "out" / "tables" / "ptest_results.provenance.json").read_text())
@@ -213,7 +213,7 @@ def test_eval_results_become_columns(grid_dir, tmp_path):
         (cell / "evals" / "blimp.json").write_text(json.dumps({
             "name": "blimp", "version": 1, "metrics": {"accuracy": 0.5 + 0.01 * i} if status == "ok" else {},
             "status": status, "reason": "offline: set eval.options.blimp.path" if status == "failed" else None}))
-    build([copy], tmp_path / "out")
+    build([copy], tmp_path / "out", tables_only=True)
     table = (tmp_path / "out" / "tables" / "ptest_results.tex").read_text()
     assert "BLiMP" in table and "blimp failed: offline: set eval.options.blimp.path" in table
     assert "0.540 $\\pm$ 0.010" in table  # 0.53, 0.54, 0.55: the second configuration's seeds
