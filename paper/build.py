@@ -110,7 +110,7 @@ def results_tex(grids, tables, made, skipped, out: Path, header: str) -> str:
     for stem, what, _ in made:
         if not stem:
             continue
-        lines += [r"\begin{figure}[t]", r"\centering",
+        lines += [r"\begin{figure}[htbp]", r"\centering",
                   f"\\includegraphics[width=\\linewidth,height=0.4\\textheight,keepaspectratio]{{figures/{stem}.pdf}}",
                   f"\\caption{{{latex_escape(what[0].upper() + what[1:])}.}}",
                   f"\\label{{fig:{stem.replace('_', '-')}}}", r"\end{figure}", ""]

@@ -95,48 +95,45 @@ def loss_curves(grid: GridRecord, out_dir: Path) -> str | None:
     return save(fig, out_dir, f"{grid.name}_loss_curves")
 
 
-PER_POSITION_STEPS = 4  # training points drawn per configuration: first, last and evenly between
+PER_POSITION_STEPS = 3  # training points drawn: the first record after initialisation, the middle, the last
 
 
 def per_position(grid: GridRecord, out_dir: Path) -> str | None:
-    """Loss at each context position (log-scaled), at several training steps, one panel per
-    configuration; each curve is the mean over the configuration's seeds of records that average
-    `eval.per_position_windows` validation windows each."""
+    """Loss at each context position (log-scaled), one panel per training point, every configuration
+    in each panel (colours as in the loss curves). Each curve is the mean over the configuration's
+    seeds of records that each average `eval.per_position_windows` seeded validation windows."""
     _style()
-    panels = []
-    for config in grid.configs():
+    curves: dict[int, list] = {}  # step -> [(colour index, label, losses)]
+    windows = set()
+    for i, config in enumerate(grid.configs()):
         cells = _done(grid, config)
-        per_cell = [{r["step"]: r["loss_by_position"] for r in read_per_position(c.path)} for c in cells]
-        per_cell = [r for r in per_cell if r]
+        per_cell = [r for r in ({r["step"]: r["loss_by_position"] for r in read_per_position(c.path)} for c in cells)
+                    if r]
         if not per_cell:
             continue
-        steps = sorted(set.intersection(*(set(r) for r in per_cell)))
-        k = min(PER_POSITION_STEPS, len(steps))
-        pick = sorted({steps[round(j * (len(steps) - 1) / max(1, k - 1))] for j in range(k)})
-        curves = [(s, np.mean([r[s] for r in per_cell], axis=0)) for s in pick]
-        windows = cells[0].run_config.get("eval", {}).get("per_position_windows")
-        panels.append((config, curves, len(per_cell), windows))
-    if not panels:
+        windows |= {c.run_config.get("eval", {}).get("per_position_windows") for c in cells}
+        for step in set.intersection(*(set(r) for r in per_cell)):
+            curves.setdefault(step, []).append((i, f"{config} (n={len(per_cell)})",
+                                                np.mean([r[step] for r in per_cell], axis=0)))
+    if not curves:
         return None
-    cols = min(3, len(panels))
-    rows = math.ceil(len(panels) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.7 * rows), squeeze=False, sharey=True)
-    cmap = plt.get_cmap("viridis")
-    for ax, (config, curves, n_seeds, windows) in zip(axes.flat, panels):
-        for j, (step, losses) in enumerate(curves):
-            ax.plot(np.arange(1, len(losses) + 1), losses, color=cmap(j / max(1, len(curves) - 1)), lw=1.2,
-                    label=f"step {step}")
+    trained = sorted(s for s in curves if s > 0) or sorted(curves)
+    k = min(PER_POSITION_STEPS, len(trained))
+    steps = sorted({trained[round(j * (len(trained) - 1) / max(1, k - 1))] for j in range(k)})
+    fig, axes = plt.subplots(1, len(steps), figsize=(2.6 * len(steps) + 0.8, 3.0), squeeze=False, sharey=True)
+    for ax, step in zip(axes[0], steps):
+        for i, label, losses in curves[step]:
+            ax.plot(np.arange(1, len(losses) + 1), losses, color=f"C{i % 10}", lw=1.2, label=label)
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
-        ax.set_title(wrap(f"{config} ({n_seeds} seed{'s' if n_seeds > 1 else ''}"
-                          + (f" x {windows} windows)" if windows else ")")), fontsize=7)
+        ax.set_title(f"step {step}")
         ax.set_xlabel("context position (tokens seen)")
-        ax.legend(frameon=False, fontsize=6)
-    for ax in list(axes.flat)[len(panels):]:
-        ax.axis("off")
-    for r in range(rows):
-        axes[r, 0].set_ylabel("loss (nats/token)")
-    fig.tight_layout()
+    axes[0, 0].set_ylabel("loss (nats/token)")
+    handles, labels = axes[0, -1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), frameon=False)
+    shown = ", ".join(str(w) for w in sorted(w for w in windows if w)) or "the eval's"
+    fig.suptitle(f"{grid.name}: loss by position, mean over seeds of {shown} validation windows each", fontsize=8)
+    fig.tight_layout(rect=(0, 0.06 * math.ceil(len(labels) / 3) + 0.04, 1, 1))
     return save(fig, out_dir, f"{grid.name}_per_position")
 
 

@@ -181,7 +181,7 @@ def results_table(grid: GridRecord, opts: TableOptions | None = None) -> tuple[s
     header = " & ".join(["Configuration", "$n$"] + [col.header for col in columns]) + r" \\"
     lines = [
         opts.header,
-        r"\begin{table}[t]",
+        r"\begin{table}[htbp]",
         r"\centering",
         r"\scriptsize",
         r"\setlength{\tabcolsep}{3pt}",
@@ -242,7 +242,7 @@ def setup_table(grid: GridRecord, header: str = TableOptions.header) -> str:
     varied = sorted({k for f in flat for k in f} - set(common))
     lines = [
         header,
-        r"\begin{table}[t]",
+        r"\begin{table}[htbp]",
         r"\centering",
         r"\scriptsize",
         f"\\caption{{Set-up shared by every cell of grid \\texttt{{{latex_escape(grid.name)}}} (resolved configs). "
