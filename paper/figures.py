@@ -37,6 +37,16 @@ def save(fig, out_dir: Path, stem: str) -> str:
     return stem
 
 
+def legend_below(fig, handles, labels, fontsize: float = 7) -> float:
+    """A legend under the axes in as many columns as fit the figure's width; returns the height
+    (a fraction of the figure) that tight_layout must leave free for it."""
+    width_chars = fig.get_figwidth() * 72 / (0.62 * fontsize)  # about 0.62 em per character
+    ncol = max(1, min(3, len(labels), int(width_chars // (max(map(len, labels), default=1) + 6))))
+    fig.legend(handles, labels, loc="lower center", ncol=ncol, frameon=False, fontsize=fontsize)
+    rows = math.ceil(len(labels) / ncol)
+    return min(0.5, (rows * fontsize * 1.5 + 6) / (fig.get_figheight() * 72))
+
+
 def _style():
     plt.rcParams.update({"font.size": 8, "axes.spines.top": False, "axes.spines.right": False,
                          "figure.dpi": 100, "legend.fontsize": 7, "pdf.fonttype": 42})
@@ -85,13 +95,12 @@ def loss_curves(grid: GridRecord, out_dir: Path) -> str | None:
         ax.set_xlabel("step")
         ax.set_title(title)
     axes[0].set_ylabel("loss (nats/token)")
-    handles, labels = axes[1].get_legend_handles_labels() or axes[0].get_legend_handles_labels()
+    handles, labels = axes[1].get_legend_handles_labels()
     if not handles:
         handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), frameon=False,
-               bbox_to_anchor=(0.5, 0))
+    bottom = legend_below(fig, handles, labels)
     fig.suptitle(f"{grid.name}: mean over seeds, shaded: min to max over seeds", fontsize=8)
-    fig.tight_layout(rect=(0, 0.06 * math.ceil(len(labels) / 3) + 0.04, 1, 1))
+    fig.tight_layout(rect=(0, bottom, 1, 1))
     return save(fig, out_dir, f"{grid.name}_loss_curves")
 
 
@@ -130,10 +139,10 @@ def per_position(grid: GridRecord, out_dir: Path) -> str | None:
         ax.set_xlabel("context position (tokens seen)")
     axes[0, 0].set_ylabel("loss (nats/token)")
     handles, labels = axes[0, -1].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), frameon=False)
+    bottom = legend_below(fig, handles, labels)
     shown = ", ".join(str(w) for w in sorted(w for w in windows if w)) or "the eval's"
     fig.suptitle(f"{grid.name}: loss by position, mean over seeds of {shown} validation windows each", fontsize=8)
-    fig.tight_layout(rect=(0, 0.06 * math.ceil(len(labels) / 3) + 0.04, 1, 1))
+    fig.tight_layout(rect=(0, bottom, 1, 1))
     return save(fig, out_dir, f"{grid.name}_per_position")
 
 
@@ -236,9 +245,9 @@ def bpb_vs_size(grids: list[GridRecord], out_dir: Path) -> str | None:
     axes[1].set_xlabel("training FLOPs (FLOPs/token x training tokens)")
     axes[0].set_ylabel("validation bits per byte")
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), frameon=False, fontsize=6)
+    bottom = legend_below(fig, handles, labels, fontsize=6)
     fig.suptitle("small points: seeds; large markers: mean over seeds", fontsize=8)
-    fig.tight_layout(rect=(0, 0.05 * math.ceil(len(labels) / 3) + 0.04, 1, 1))
+    fig.tight_layout(rect=(0, bottom, 1, 1))
     return save(fig, out_dir, "bpb_vs_params_and_flops")
 
 
