@@ -113,6 +113,11 @@ def test_clearly_better_is_bold(grid_dir, tmp_path):
     bpbs = list(_bpbs(grid_dir, "learned", "0.003").values())
     assert f"\\textbf{{{statistics.fmean(bpbs):.3f} $\\pm$ {statistics.stdev(bpbs):.3f}}}" in good
     assert "Nothing bold" not in table
+    build([part], tmp_path / "se", spread="ci95", tables_only=True)
+    table = (tmp_path / "se" / "tables" / "ptest_results.tex").read_text()
+    half = 4.302652729911275 * statistics.stdev(bpbs) / math.sqrt(3)  # t(0.975, 2 df), from a printed table
+    assert f"{statistics.fmean(bpbs):.3f} $\\pm$ {half:.3f}" in _line(table, "lr=0.003")
+    assert "half-width of the 95\\% $t$ confidence interval" in table
 
 
 def test_unpaired_seeds_use_welch_and_one_seed_bolds_nothing(grid_dir, tmp_path):
