@@ -71,7 +71,7 @@ def loss_curves(grid: GridRecord, out_dir: Path) -> str | None:
     and the range over seeds (shaded, min to max); log-scaled loss when it spans a factor of 2."""
     _style()
     fig, axes = plt.subplots(1, 2, figsize=(7.2, 3.2), sharey=True)
-    drawn, seen, span = False, 0, []
+    drawn, span = False, []
     for i, config in enumerate(grid.configs()):
         cells = _done(grid, config)
         color = f"C{i % 10}"
@@ -85,7 +85,6 @@ def loss_curves(grid: GridRecord, out_dir: Path) -> str | None:
                 ax.fill_between(steps, lo, hi, color=color, alpha=0.2, lw=0)
             span += [lo.min(), hi.max()]
             drawn = True
-        seen += bool(cells)
     if not drawn:
         plt.close(fig)
         return None
