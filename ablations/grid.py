@@ -2,8 +2,10 @@
 
 A grid YAML has `name`, `base` (a nested run config), `grid` (dotted key -> list of values; the
 cells are the cartesian product, in file order), and `seeds`. Optional: `description`,
-`reproduces` (the published number a recipe reproduces; see ablations.reproduce) and `resources`
-(per-cell hardware requests for cluster launchers). A value that is a mapping replaces the whole
+`reproduces` (the published number a recipe reproduces; see ablations.reproduce), `resources`
+(per-cell hardware requests for cluster launchers) and `labels` (a display name for each value of
+an axis, `labels: {model: [GPT, "Windows small-large-small"]}`, which the paper's tables and
+figures use instead of names built from the values). A value that is a mapping replaces the whole
 section it names, so `grid: {model: [{arch: gpt, ...}, {arch: lstm, ...}]}` compares families.
 
 Every cell is built and checked before the first one trains, so a typo in the last cell cannot
@@ -28,7 +30,7 @@ import yaml
 from research.config import RunConfig, get_dotted, set_dotted
 from research.errors import ConfigError, UserError, did_you_mean
 
-TOP_LEVEL = ("name", "description", "base", "grid", "seeds", "reproduces", "resources")
+TOP_LEVEL = ("name", "description", "base", "grid", "seeds", "reproduces", "resources", "labels")
 
 
 @dataclass
@@ -50,6 +52,7 @@ class Grid:
     source: Path | None = None
     reproduces: dict | None = None
     resources: dict | None = None
+    labels: dict[str, list[str]] | None = None  # axis -> display name of each of its values
 
 
 def read_grid_file(path: Path) -> dict:
@@ -92,6 +95,7 @@ def load_grid(path: Path | None, overrides: dict[str, Any] | None = None, raw: d
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"{where}: 'seeds' has duplicates: {seeds}")
 
+    display = check_labels(raw.get("labels"), axes, where)
     overrides = overrides or {}
     keys = list(axes)
     labels = {k: value_labels(axes[k]) for k in keys}
@@ -119,7 +123,25 @@ def load_grid(path: Path | None, overrides: dict[str, Any] | None = None, raw: d
         dup = next(i for i in ids if ids.count(i) > 1)
         raise ConfigError(f"{where}: two cells resolve to the same config ({dup}); remove the repeated grid value")
     return Grid(name, raw.get("description", ""), cells, keys, Path(path) if path else None,
-                raw.get("reproduces"), raw.get("resources"))
+                raw.get("reproduces"), raw.get("resources"), display)
+
+
+def check_labels(labels: Any, axes: dict, where: str) -> dict[str, list[str]] | None:
+    """`labels: {axis: [name per value]}`: one distinct string per value of an existing axis."""
+    if labels is None:
+        return None
+    if not isinstance(labels, dict):
+        raise ConfigError(f"{where}: 'labels' must map grid axes to lists of names, e.g. labels: {{model: [GPT, ...]}}")
+    for key, names in labels.items():
+        if key not in axes:
+            raise ConfigError(f"{where}: labels.{key}: not a grid axis{did_you_mean(str(key), list(axes))}")
+        if (not isinstance(names, list) or len(names) != len(axes[key])
+                or not all(isinstance(n, str) and n.strip() for n in names)):
+            raise ConfigError(f"{where}: labels.{key} must be a list of {len(axes[key])} non-empty names, "
+                              f"one per value of grid.{key}")
+        if len(set(names)) != len(names):
+            raise ConfigError(f"{where}: labels.{key} repeats a name: {names}; give each value its own name")
+    return {k: list(v) for k, v in labels.items()}
 
 
 def _set(tree: dict, dotted: str, value: Any, where: str) -> None:

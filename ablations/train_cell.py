@@ -13,6 +13,7 @@ atomically. Layout (see results/README.md):
     model.pt      weights (a plain state dict, loaded with weights_only=True)
     evals/*.json  one file per configured eval
     manifest.json code version, library versions, device, timings
+    code.diff     the working tree's change against the commit, when it was dirty
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import math
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -33,6 +33,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ablations import records
+from ablations.code_state import git_state
 from research.callbacks import ResumableCheckpoint, Throughput
 from research.checkpoint import save_weights
 from research.config import RunConfig
@@ -127,7 +128,7 @@ def train_cell(cell, cell_dir: Path, cache_root: Path) -> dict:
         run_cell_evals(model, tokens.tokenizer, cfg, cell_dir, cache_root, tokens, device)
     metrics["wall_s"] = time.time() - started
     records.write_metrics(cell_dir, metrics)
-    records.write_manifest(cell_dir, manifest(cell, started, fit_s, device, tokens))
+    records.write_manifest(cell_dir, manifest(cell, started, fit_s, device, tokens, cell_dir))
     shutil.rmtree(cell_dir / "checkpoints", ignore_errors=True)  # model.pt holds the result
     records.mark_done(cell_dir)
     return metrics
@@ -312,7 +313,7 @@ def run_cell_evals(model, tokenizer, cfg, cell_dir: Path, cache_root: Path, toke
     run_evals(ctx, list(cfg.eval.tasks), cfg.eval.options)
 
 
-def manifest(cell, started: float, fit_s: float, device: str, tokens: TokenData) -> dict:
+def manifest(cell, started: float, fit_s: float, device: str, tokens: TokenData, cell_dir: Path) -> dict:
     import lightning
 
     return {
@@ -327,20 +328,8 @@ def manifest(cell, started: float, fit_s: float, device: str, tokens: TokenData)
         "python": platform.python_version(),
         "torch": torch.__version__,
         "lightning": lightning.__version__,
-        "git": git_state(),
+        "git": git_state(cell_dir),  # and code.diff in the cell when the tree is dirty
         "token_cache": tokens.path.name,
         "data": tokens.meta["corpus"],
         "splits": tokens.meta["splits"],
     }
-
-
-def git_state() -> dict:
-    root = Path(__file__).resolve().parents[1]
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                                timeout=5).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True,
-                               timeout=5).stdout.strip() != ""
-        return {"commit": commit or None, "dirty": dirty}
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None}

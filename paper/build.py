@@ -3,15 +3,20 @@
     python -m paper.build results/demo                 # paper/tables/*.tex, paper/figures/*.{pdf,png}
     python -m paper.build results/demo results/architecture_cpu --pdf   # and compile paper/main.tex
 
-Reads only what grids left on disk (grid.json, each cell's config.yaml, metrics.json, metrics.csv,
-evals/*.json, per_position.json, model.pt for attention maps); nothing is retrained. Writes
+Reads only what grids left on disk (grid.json, each cell's config.yaml, manifest.json, metrics.json,
+metrics.csv, evals/*.json, per_position.json, model.pt for attention maps); nothing is retrained.
+Writes, per grid, `tables/<grid>_results.tex` with `<grid>_results.provenance.json` (each row's
+cells, seeds and code versions) and `<grid>_significance.csv` (every pairwise test), then
 `generated/results.tex`, which `main.tex` inputs: the tables, the figures and, for each figure that
-could not be drawn, the reason. The same results give byte-identical tables.
+could not be drawn, the reason. A row whose cells ran different commits or configs is refused
+unless --allow-mixed. The same results give byte-identical tables.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import shlex
 import shutil
 import subprocess
 import sys
@@ -19,39 +24,67 @@ from pathlib import Path
 
 from paper import figures
 from paper.collect import GridRecord, load_grid_dir
-from paper.tables import latex_escape, results_table, setup_table
+from paper.provenance import ALLOW_FLAG, check_rows, generated_header, provenance
+from paper.stats import ALPHA
+from paper.tables import SPREADS, TableOptions, latex_escape, results_table, setup_table
 from research.errors import UserError, run_main
-from research.io import atomic_write_text
+from research.io import atomic_write_csv, atomic_write_text
+
+SIGNIFICANCE_COLUMNS = ["metric", "better", "row_a", "row_b", "n_a", "n_b", "mean_a", "mean_b", "std_a", "std_b",
+                        "test", "statistic", "p_value", "alpha", "significant"]
 
 TEX_INSTALL = ("sudo apt-get install --no-install-recommends texlive-latex-base texlive-latex-recommended "
                "lmodern latexmk")
 
 
-def build(grid_dirs: list[Path], out: Path) -> dict:
+def command_line(grid_dirs: list[Path], alpha: float = ALPHA, spread: str = "std", allow_mixed: bool = False) -> str:
+    """The command that rebuilds these tables (the output folder aside), for their first line."""
+    args = [str(p) for p in grid_dirs]
+    args += [ALLOW_FLAG] if allow_mixed else []
+    args += ["--spread", spread] if spread != "std" else []
+    args += ["--alpha", f"{alpha:g}"] if alpha != ALPHA else []
+    return "python -m paper.build " + shlex.join(args)
+
+
+def build(grid_dirs: list[Path], out: Path, alpha: float = ALPHA, spread: str = "std",
+          allow_mixed: bool = False, tables_only: bool = False) -> dict:
     grids = [load_grid_dir(p) for p in grid_dirs]
     names = [g.name for g in grids]
     if len(set(names)) != len(names):
         raise UserError(f"two results folders hold the same grid name: {names}")
+    mixed = {g.name: check_rows(g, allow_mixed) for g in grids}  # refuses before anything is written
+    command = command_line(grid_dirs, alpha, spread, allow_mixed)
     tables_dir, figures_dir = out / "tables", out / "figures"
     tables, made, skipped = [], [], []
     for grid in grids:
-        for kind, text in (("results", results_table(grid)), ("setup", setup_table(grid))):
+        header = generated_header(command, [grid])
+        prov_name = f"{grid.name}_results.provenance.json"
+        opts = TableOptions(header, alpha, spread, mixed[grid.name], f"tables/{prov_name}")
+        results, significance = results_table(grid, opts)
+        for kind, text in (("results", results), ("setup", setup_table(grid, header))):
             if text:
                 path = tables_dir / f"{grid.name}_{kind}.tex"
                 atomic_write_text(path, text)
                 tables.append(path)
-        for fn, what in ((figures.loss_curves, "loss curves"), (figures.per_position, "per-position loss")):
+        record = provenance(grid, command, f"tables/{grid.name}_results.tex", mixed[grid.name],
+                            {"significance": {"file": f"tables/{grid.name}_significance.csv", "alpha": alpha,
+                                              "spread": spread}})
+        atomic_write_text(tables_dir / prov_name, json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
+        atomic_write_csv(tables_dir / f"{grid.name}_significance.csv", significance, SIGNIFICANCE_COLUMNS)
+        for fn, what in () if tables_only else ((figures.loss_curves, "loss curves"),
+                                                 (figures.per_position, "per-position loss")):
             stem = fn(grid, figures_dir)
             (made if stem else skipped).append((stem, f"{what} ({grid.name})",
                                                 None if stem else _why(fn, grid)))
-    for fn, what, why in (
+    for fn, what, why in () if tables_only else (
         (figures.novelty_vs_perplexity, "novelty against perplexity", "no cell ran the novelty eval"),
-        (figures.loss_vs_params, "loss against parameters", "no finished cell"),
+        (figures.bpb_vs_size, "validation bits per byte against parameters and training FLOPs", "no finished cell"),
         (figures.attention_figure, "attention maps", "no finished cell has an attention model"),
     ):
         stem = fn(grids, figures_dir)
         (made if stem else skipped).append((stem, what, None if stem else why))
-    atomic_write_text(out / "generated" / "results.tex", results_tex(grids, tables, made, skipped, out))
+    atomic_write_text(out / "generated" / "results.tex",
+                      results_tex(grids, tables, made, skipped, out, generated_header(command, grids)))
     return {"tables": tables, "figures": [m for m in made if m[0]], "skipped": [s for s in skipped if not s[0]]}
 
 
@@ -63,8 +96,8 @@ def _why(fn, grid: GridRecord) -> str:
     return "no logged curves"
 
 
-def results_tex(grids, tables, made, skipped, out: Path) -> str:
-    lines = ["% Generated by python -m paper.build; do not edit.", ""]
+def results_tex(grids, tables, made, skipped, out: Path, header: str) -> str:
+    lines = [header, ""]
     for grid in grids:
         lines.append(f"\\subsection{{Grid \\texttt{{{latex_escape(grid.name)}}}}}")
         if grid.description:
@@ -77,7 +110,7 @@ def results_tex(grids, tables, made, skipped, out: Path) -> str:
     for stem, what, _ in made:
         if not stem:
             continue
-        lines += [r"\begin{figure}[t]", r"\centering",
+        lines += [r"\begin{figure}[htbp]", r"\centering",
                   f"\\includegraphics[width=\\linewidth,height=0.4\\textheight,keepaspectratio]{{figures/{stem}.pdf}}",
                   f"\\caption{{{latex_escape(what[0].upper() + what[1:])}.}}",
                   f"\\label{{fig:{stem.replace('_', '-')}}}", r"\end{figure}", ""]
@@ -114,6 +147,12 @@ def parse_args(argv):
     p.add_argument("grids", nargs="+", type=Path, help="results folders of grids (results/<grid name>)")
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent, help="paper folder (default: paper/)")
     p.add_argument("--pdf", action="store_true", help="also compile main.tex with latexmk")
+    p.add_argument("--alpha", type=float, default=ALPHA, help="significance level for bold values (default 0.05)")
+    p.add_argument("--spread", choices=sorted(SPREADS), default="std",
+                   help="what follows ±: sample std (default), standard error, or 95%% confidence half-width")
+    p.add_argument("--tables-only", action="store_true", help="write the tables, no figures (seconds faster per grid)")
+    p.add_argument(ALLOW_FLAG, action="store_true",
+                   help="average rows whose cells ran different commits or configs (the caption says so)")
     return p.parse_args(argv)
 
 
@@ -122,7 +161,9 @@ def main(argv=None) -> int:
     for g in args.grids:
         if not g.is_dir():
             raise UserError(f"{g}: no such results folder")
-    result = build(args.grids, args.out)
+    if not 0 < args.alpha < 1:
+        raise UserError(f"--alpha {args.alpha:g}: a significance level lies between 0 and 1, e.g. --alpha 0.05")
+    result = build(args.grids, args.out, args.alpha, args.spread, args.allow_mixed, args.tables_only)
     for path in result["tables"]:
         print(f"table   {path}")
     for stem, what, _ in result["figures"]:

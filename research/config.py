@@ -111,7 +111,7 @@ class EvalConfig:
     prompts: list[str] = field(default_factory=lambda: [""])  # "" = unconditional, from end-of-text
     # loss at each context position, recorded during training (<cell>/per_position.json):
     per_position_every: int | None = None  # steps between records; None: train.eval_every; 0: off
-    per_position_windows: int = 64  # validation windows scored (the same seeded set for every cell)
+    per_position_windows: int = 512  # validation windows scored (one seeded set for every cell); 64: jagged
     tasks: list[str] = field(default_factory=list)  # extra registered evals run after training
     options: dict[str, dict] = field(default_factory=dict)  # per-task options, keyed by task name
 

@@ -16,7 +16,7 @@ TINY_BASE = {
     "model": {"arch": "gpt", "n_layer": 1, "n_head": 2, "n_embd": 16, "block_size": 32},
     "train": {"max_steps": 12, "batch_size": 4, "eval_every": 6, "eval_batches": 2, "log_every": 3,
               "warmup_steps": 2},
-    "eval": {"samples": 1, "sample_tokens": 20, "val_max_tokens": 2000},
+    "eval": {"samples": 1, "sample_tokens": 20, "val_max_tokens": 2000, "per_position_windows": 64},
 }
 
 
