@@ -1,19 +1,9 @@
 """Train, score and store one cell: everything a results folder holds about a run.
 
-The cell folder is filled in a fixed order and `DONE` is written last, so a folder without
-`DONE` is unfinished by definition and the runner may clear and redo it. Every file is written
-atomically. Layout (see results/README.md):
-
-    config.yaml   the resolved run config (every default filled in)
-    tokenizer/    the trained tokenizer
-    metrics.csv   Lightning's per-step log (train/loss, val/loss, val/bpb, lr, perf/tokens_per_s)
-    metrics.json  final metrics: val/test loss (nats per token), perplexity, bits per byte, sizes
-    samples/samples.jsonl   generated text
-    per_position.json       loss at each context position, recorded during training
-    model.pt      weights (a plain state dict, loaded with weights_only=True)
-    evals/*.json  one file per configured eval
-    manifest.json code version, library versions, device, timings
-    code.diff     the working tree's change against the commit, when it was dirty
+The cell folder is filled in a fixed order through `ablations.records` (which defines the layout;
+see also results/README.md): the resolved config first, then Lightning's per-step log while it
+trains, then weights, samples, evals, final metrics and manifest, and `DONE` last, so a folder
+without `DONE` is unfinished by definition and the runner may resume or redo it. A dirty working tree's change is kept as `code.diff`.
 """
 
 from __future__ import annotations
