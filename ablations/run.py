@@ -100,17 +100,25 @@ def main(argv=None) -> int:
 
 
 def launch_slurm(grid: Grid, args, overrides: dict, root: Path, grid_dir: Path) -> int:
-    from ablations.launchers import submit_slurm
+    from ablations.launchers import submit_slurm, wait_for_jobs
 
-    jobs = submit_slurm(grid, args.grid.resolve(), overrides, root.resolve(), args.slurm_cluster, args.retry_failed)
-    say(f"submitted {len(jobs)} job(s): {', '.join(str(j.job_id) for j in jobs) or 'none (all cells finished)'}")
+    submitted = submit_slurm(grid, args.grid.resolve(), overrides, root.resolve(), args.slurm_cluster,
+                             args.retry_failed)
+    if not submitted:
+        say("submitted 0 job(s): all cells finished")
+    else:
+        say(f"submitted {len(submitted)} job(s): {', '.join(sorted({str(j.job_id).split('_')[0] for _, j in submitted}))}")
+        for cell_id, job in submitted:
+            say(f"  {cell_id}: job {job.job_id}, log {job.paths.stderr}")
     if not args.wait:
         say(f"follow with: python -m ablations.status {grid_dir}")
         return 0
-    outcomes = [j.result() for j in jobs]
+    problems = wait_for_jobs(submitted, grid_dir, say) if submitted else []
+    for line in problems:
+        say(line)
     write_summary(grid, grid_dir)
     print(format_table(grid, grid_dir))
-    return 1 if any(o == "failed" for o in outcomes) else 0
+    return 1 if problems else 0
 
 
 def dry_run_table(grid: Grid, grid_dir: Path) -> str:
@@ -160,7 +168,7 @@ def run_cells(grid: Grid, grid_dir: Path, cache_root: Path, retry_failed: bool =
     t_start = time.time()
     trained_s: list[float] = []
     failed = 0
-    runner = f"{os.uname().nodename}:{os.getpid()}"
+    runner = f"{os.uname().nodename}:{os.getpid()}"  # unique even for several workers in one SLURM job
     with Heartbeat() as heartbeat:
         for i, cell in enumerate(grid.cells, 1):
             cell_dir = grid_dir / cell.id
