@@ -1,9 +1,10 @@
 """`python -m ablations.status RESULTS_GRID_DIR`: where a grid stands, from its files alone.
 
-One row per cell: done / running (claimed by a live runner) / stale (claimed by a dead one) /
-failed / partial / pending, its key metrics, elapsed time and, for running cells, an ETA from the
-last logged step against `train.max_steps`. Works on a grid that is running elsewhere (a shared
-filesystem, a cluster) because it only reads.
+One row per cell: done / running (claimed by a live runner) / requeued (its SLURM job waits to
+run again) / queued (its SLURM job has not started) / stale (claimed by a dead runner) / failed /
+partial / pending, its key metrics, the runner or job, elapsed time and, for running cells, an
+ETA from the last logged step against `train.max_steps`. Works on a grid that is running
+elsewhere (a shared filesystem, a cluster) because it only reads (and asks `squeue` about jobs).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from pathlib import Path
 
 import yaml
 
-from ablations.claims import is_stale, read_claim
+from ablations.claims import SLURM_WAITING, owner_state, read_claim, slurm_job_state
+from ablations.launchers import submitted_jobs
 from ablations.results import cell_status
 from research.errors import UserError, run_main
 
@@ -40,6 +42,7 @@ def cell_rows(grid_dir: Path) -> list[dict]:
         raise UserError(f"{grid_dir}: no grid.json; pass a grid's results folder (results/<grid name>)")
     spec = json.loads(spec_file.read_text())
     now = time.time()
+    jobs = submitted_jobs(grid_dir)
     rows = []
     for c in spec["cells"]:
         cell_dir = grid_dir / c["id"]
@@ -54,7 +57,7 @@ def cell_rows(grid_dir: Path) -> list[dict]:
         elif status == "failed":
             row["reason"] = json.loads((cell_dir / "error.json").read_text()).get("reason")
         if claim is not None and status != "done":
-            row["status"] = "stale" if is_stale(claim) else "running"
+            row["status"] = owner_state(claim)
             row["elapsed_s"] = now - claim.get("since", now)
             row["runner"] = claim.get("runner")
             step = _last_step(cell_dir)
@@ -65,6 +68,10 @@ def cell_rows(grid_dir: Path) -> list[dict]:
                     frac = min(1.0, (step + 1) / max_steps)
                     row["progress"] = frac
                     row["eta_s"] = row["elapsed_s"] * (1 - frac) / frac if frac > 0 else None
+        elif status not in ("done", "failed") and c["id"] in jobs:
+            state = slurm_job_state(jobs[c["id"]])
+            if state in SLURM_WAITING:
+                row.update(status="queued", runner=f"slurm:{jobs[c['id']]}")
         rows.append(row)
     return rows
 
@@ -83,9 +90,9 @@ def _fmt(value, kind: str = "") -> str:
 
 
 def format_status(rows: list[dict]) -> str:
-    head = ["cell", "status", "val_loss", "val_bpb", "progress", "elapsed", "eta"]
-    table = [[r["cell"], r["status"], _fmt(r["val_loss"]), _fmt(r["val_bpb"]), _fmt(r["progress"], "pct"),
-              _fmt(r["elapsed_s"], "time"), _fmt(r["eta_s"], "time")] for r in rows]
+    head = ["cell", "status", "runner", "val_loss", "val_bpb", "progress", "elapsed", "eta"]
+    table = [[r["cell"], r["status"], _fmt(r.get("runner")), _fmt(r["val_loss"]), _fmt(r["val_bpb"]),
+              _fmt(r["progress"], "pct"), _fmt(r["elapsed_s"], "time"), _fmt(r["eta_s"], "time")] for r in rows]
     widths = [max(len(h), *(len(t[i]) for t in table)) if table else len(h) for i, h in enumerate(head)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths))]
     lines += ["  ".join(v.ljust(w) for v, w in zip(t, widths)) for t in table]

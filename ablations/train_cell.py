@@ -34,6 +34,7 @@ import yaml
 from torch.utils.data import DataLoader
 
 from research.checkpoint import save_weights
+from research.csv_log import ResumableCSVLogger
 from research.data.batches import ContiguousStreams, RandomWindows, fixed_windows
 from research.data.tokens import TokenData, prepare_tokens
 from research.evaluation import split_loss
@@ -50,15 +51,30 @@ class Throughput(L.Callback):
     """Training time (validation excluded) and tokens per second, logged every `log_every` steps.
 
     Timing with `perf_counter` between logging steps costs no device synchronisation beyond the
-    one the loss logging already does.
+    one the loss logging already does. The counts travel in the checkpoint (`state_dict`), so a
+    resumed run reports the steps, training time and wall time of all its sessions, each up to
+    the checkpoint the next one resumed from (steps after it were trained again, and count once).
     """
 
-    def __init__(self, tokens_per_step: int, log_every: int):
+    def __init__(self, tokens_per_step: int, log_every: int, started: float | None = None):
         self.tokens_per_step, self.log_every = tokens_per_step, log_every
+        self.started = time.time() if started is None else started  # this session's start (wall clock)
         self._t0: float | None = None
         self.steps = 0
         self.train_s = 0.0
+        self.earlier_wall_s = 0.0  # wall time of the sessions before this one
+        self.sessions = 1
         self._last = (0, 0.0)  # (steps, train_s) at the previous log
+
+    def state_dict(self) -> dict:
+        running = time.perf_counter() - self._t0 if self._t0 is not None else 0.0
+        return {"steps": self.steps, "train_s": self.train_s + running, "sessions": self.sessions,
+                "wall_s": self.earlier_wall_s + time.time() - self.started}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.steps, self.train_s = int(state["steps"]), float(state["train_s"])
+        self.earlier_wall_s, self.sessions = float(state["wall_s"]), int(state["sessions"]) + 1
+        self._last = (self.steps, self.train_s)
 
     def _pause(self) -> None:
         if self._t0 is not None:
@@ -99,18 +115,19 @@ def precision_for(cfg) -> str:
     return "32-true"
 
 
-def make_logger(cfg, cell_dir: Path, name: str):
+def make_logger(cfg, cell_dir: Path, name: str, resume_step: int = 0):
+    """`metrics.csv` always (keeping the rows before `resume_step` of a resumed run), plus the
+    configured dashboard logger."""
+    csv_logger = ResumableCSVLogger(cell_dir, keep_before_step=resume_step)
     if cfg.train.logger == "tensorboard":
         from lightning.pytorch.loggers import TensorBoardLogger
 
-        return [L.pytorch.loggers.CSVLogger(cell_dir, name="", version=""),
-                TensorBoardLogger(cell_dir, name="tb", version="")]
+        return [csv_logger, TensorBoardLogger(cell_dir, name="tb", version="")]
     if cfg.train.logger == "wandb":
         from lightning.pytorch.loggers import WandbLogger
 
-        return [L.pytorch.loggers.CSVLogger(cell_dir, name="", version=""),
-                WandbLogger(name=name, save_dir=str(cell_dir))]
-    return L.pytorch.loggers.CSVLogger(cell_dir, name="", version="")
+        return [csv_logger, WandbLogger(name=name, save_dir=str(cell_dir))]
+    return csv_logger
 
 
 def train_cell(cell, cell_dir: Path, cache_root: Path) -> dict:
@@ -137,12 +154,15 @@ def train_cell(cell, cell_dir: Path, cache_root: Path) -> dict:
         cfg = dataclasses.replace(cfg, train=module.cfg.train)
         atomic_write_text(cell_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     t_fit = time.perf_counter()
+    earlier_wall_s, sessions = 0.0, 1
     if getattr(model, "trainable", True):
-        fit = fit_module(module, tokens, cfg, seq_len, cell_dir, cell.id)
-        train_s, train_tokens, session_tokens = fit
+        throughput = fit_module(module, tokens, cfg, seq_len, cell_dir, cell.id, started)
+        train_s = throughput.train_s or float("nan")
+        train_tokens = throughput.steps * throughput.tokens_per_step
+        earlier_wall_s, sessions = throughput.earlier_wall_s, throughput.sessions
     else:  # count-based models (n-gram): one pass over the training tokens
         model.fit(tokens.splits["train"])
-        train_tokens = session_tokens = int(tokens.splits["train"].size)
+        train_tokens = int(tokens.splits["train"].size)
         train_s = time.perf_counter() - t_fit
     fit_s = time.perf_counter() - t_fit
 
@@ -155,7 +175,8 @@ def train_cell(cell, cell_dir: Path, cache_root: Path) -> dict:
         "seq_len": seq_len,
         "train_tokens": train_tokens,
         "train_s": train_s,
-        "tokens_per_s": session_tokens / train_s if train_s > 0 else float("nan"),
+        "tokens_per_s": train_tokens / train_s if train_s > 0 else float("nan"),
+        "sessions": sessions,
     }
     if hasattr(model, "architecture_metrics"):  # variants: layers applied, unique blocks, receptive field
         metrics.update(model.architecture_metrics())
@@ -169,10 +190,12 @@ def train_cell(cell, cell_dir: Path, cache_root: Path) -> dict:
     write_samples(model, tokens.tokenizer, cfg, cell_dir / "samples" / "samples.jsonl")
     if cfg.eval.tasks:
         run_cell_evals(model, tokens.tokenizer, cfg, cell_dir, cache_root, tokens, device)
-    metrics["wall_s"] = time.time() - started
+    metrics["wall_s"] = earlier_wall_s + time.time() - started
     atomic_write_json(cell_dir / "metrics.json", metrics)
     atomic_write_json(cell_dir / "manifest.json", manifest(cell, started, fit_s, device, tokens))
     shutil.rmtree(cell_dir / "checkpoints", ignore_errors=True)  # model.pt holds the result
+    for hpc in cell_dir.glob("hpc_ckpt_*.ckpt"):  # Lightning's SLURM requeue checkpoints
+        hpc.unlink()
     atomic_write_text(cell_dir / "DONE", f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n")
     return metrics
 
@@ -247,6 +270,8 @@ class ResumableCheckpoint(L.Callback):
         step = trainer.global_step
         if step % self.every or step == 0 or step >= trainer.max_steps:
             return
+        for logger in trainer.loggers:  # rows before the checkpoint reach the disk with it
+            logger.save()
         tmp = self.folder / f".last.{os.getpid()}.ckpt"
         trainer.save_checkpoint(tmp)
         if trainer.is_global_zero:
@@ -257,12 +282,23 @@ def checkpoint_step(path: Path) -> int:
     return int(torch.load(path, map_location="cpu", weights_only=True)["global_step"])
 
 
-def fit_module(module: LMModule, tokens: TokenData, cfg, seq_len: int, cell_dir: Path,
-               name: str) -> tuple[float, int, int]:
-    """Train; returns (training seconds this session, total training tokens, tokens this session)."""
+def resume_checkpoint(cell_dir: Path) -> tuple[Path | None, int]:
+    """The latest of `checkpoints/last.ckpt` and Lightning's SLURM requeue checkpoints
+    (`hpc_ckpt_*.ckpt`, written on USR1) and its step; (None, 0) for a fresh start."""
+    found = [cell_dir / "checkpoints" / "last.ckpt", *cell_dir.glob("hpc_ckpt_*.ckpt")]
+    steps = [(checkpoint_step(p), p) for p in found if p.exists()]
+    if not steps:
+        return None, 0
+    step, path = max(steps)
+    return path, step
+
+
+def fit_module(module: LMModule, tokens: TokenData, cfg, seq_len: int, cell_dir: Path, name: str,
+               started: float | None = None) -> Throughput:
+    """Train; returns the throughput counter (steps, training seconds, sessions of this cell)."""
     t = cfg.train
     last = cell_dir / "checkpoints" / "last.ckpt"
-    start = checkpoint_step(last) if last.exists() else 0
+    resume_from, start = resume_checkpoint(cell_dir)
     train = tokens.splits["train"]
     if module.recurrent:
         data = ContiguousStreams(train, t.batch_size, seq_len, start_step=start)
@@ -272,7 +308,7 @@ def fit_module(module: LMModule, tokens: TokenData, cfg, seq_len: int, cell_dir:
     if module.recurrent:  # validation windows are independent: no carried state
         val = [(x, y, True) for x, y in val]
     tokens_per_step = t.batch_size * seq_len
-    throughput = Throughput(tokens_per_step, t.log_every)
+    throughput = Throughput(tokens_per_step, t.log_every, started)
     callbacks: list = [throughput]
     every = t.eval_every if t.checkpoint_every is None else t.checkpoint_every
     if every:
@@ -281,19 +317,18 @@ def fit_module(module: LMModule, tokens: TokenData, cfg, seq_len: int, cell_dir:
     per_position = per_position_callback(cfg, tokens, seq_len, cell_dir)
     if per_position is not None:
         callbacks.append(per_position)
-    trainer = build_trainer(cfg, cell_dir, make_logger(cfg, cell_dir, name), callbacks)
+    trainer = build_trainer(cfg, cell_dir, make_logger(cfg, cell_dir, name, start), callbacks)
     loader = DataLoader(data, batch_size=None, pin_memory=torch.cuda.is_available())
     val_loader = DataLoader(val, batch_size=None)
     os.environ["ABLATIONS_CELL"] = name  # for Lightning's DDP launcher: other ranks train this cell
     try:
-        trainer.fit(module, loader, val_loader, ckpt_path=last if start else None, weights_only=True)
+        trainer.fit(module, loader, val_loader, ckpt_path=resume_from, weights_only=True)
     finally:
         os.environ.pop("ABLATIONS_CELL", None)
-    if trainer.interrupted:
+    if trainer.interrupted or trainer.global_step < t.max_steps:  # e.g. stopped by a SLURM requeue signal
         raise KeyboardInterrupt
-    world = trainer.world_size  # data-parallel ranks each train on their own batch
-    session = throughput.steps * tokens_per_step * world
-    return throughput.train_s or float("nan"), trainer.global_step * tokens_per_step * world, session
+    throughput.tokens_per_step = tokens_per_step * trainer.world_size  # each data-parallel rank has its own batch
+    return throughput
 
 
 def per_position_callback(cfg, tokens: TokenData, seq_len: int, cell_dir: Path):

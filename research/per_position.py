@@ -65,7 +65,8 @@ class PerPositionLoss(L.Callback):
     """Record the per-position loss curve during training (see the module docstring).
 
     On a resumed run the records already in `out_path` up to the resume step are kept and the
-    rest are computed again, so the file never holds two records for one step.
+    rest are computed again at the steps an uninterrupted run records, so the file never holds
+    two records for one step nor one at a step where the run happened to resume.
     """
 
     def __init__(self, val_tokens: np.ndarray, block_size: int, n_windows: int, every_n_steps: int,
@@ -89,7 +90,8 @@ class PerPositionLoss(L.Callback):
     def on_train_start(self, trainer, pl_module):
         step = int(trainer.global_step)
         self.records = {r["step"]: r["loss_by_position"] for r in read_records(self.out_path) if r["step"] < step}
-        self._record(trainer, pl_module)
+        if step % self.every_n_steps == 0:  # a resume between recording steps adds no record of its own
+            self._record(trainer, pl_module)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         step = int(trainer.global_step)
