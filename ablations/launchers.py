@@ -308,40 +308,40 @@ def job_outcome(cell_id: str, job) -> str | None:
     from submitit.core.utils import UncompletedJobError
 
     try:
-        job.result()
+        job.results()  # every task's: a multi-device cell's job has one per rank
         return None
     except UncompletedJobError as e:
-        state = job.state
         text = str(e)
-        if "CellFailed" in text or "UserError" in text:
-            line = next((ln for ln in reversed(text.splitlines()) if "CellFailed:" in ln or "UserError:" in ln), "")
-            return f"job {job.job_id}: {line.split(':', 1)[1].strip()} (log: {job.paths.stderr})"
-        return (f"{cell_id}: job {job.job_id} ended {state} before finishing the cell; submit the same command "
-                f"again to resume it (log: {job.paths.stderr})")
+        for kind in ("CellFailed: ", "UserError: ", "ConfigError: "):
+            line = next((ln for ln in reversed(text.splitlines()) if kind in ln), None)
+            if line is not None:
+                return f"job {job.job_id}: {line.split(kind, 1)[1].strip()} (log: {job.paths.stderr})"
+        return (f"{cell_id}: job {job.job_id} ended {job.state} before finishing the cell; submit the same "
+                f"command again to resume it (log: {job.paths.stderr})")
     except Exception as e:  # noqa: BLE001 - the job raised: its message is the story
         return f"{cell_id}: job {job.job_id} failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
 
 
-def wait_for_jobs(submitted: list, grid_dir: Path, say, poll_s: float = 10.0) -> list[str]:
-    """Wait for the jobs, reporting cells done/running/failed and an ETA when the count changes;
-    returns one line per job that did not finish its cell."""
+def wait_for_jobs(submitted: list, say, poll_s: float = 10.0) -> list[str]:
+    """Wait for the jobs, reporting cells done/failed/running/queued and an ETA when the counts
+    change; returns one line per job that did not finish its cell."""
     t0 = time.time()
+    outcomes: dict[int, str | None] = {}
     last = None
     while True:
-        finished = [job.done() for _, job in submitted]
-        states = [job.state for _, job in submitted]
-        done = sum(finished)
-        running = sum(s == "RUNNING" and not f for s, f in zip(states, finished))
-        failed = sum(f and s != "COMPLETED" for s, f in zip(states, finished))
-        counts = (done, running, failed)
-        if counts != last:
+        for i, (cell_id, job) in enumerate(submitted):
+            if i not in outcomes and job.done():
+                outcomes[i] = job_outcome(cell_id, job)
+        running = sum(job.state == "RUNNING" for i, (_, job) in enumerate(submitted) if i not in outcomes)
+        failed = sum(o is not None for o in outcomes.values())
+        done = len(outcomes)
+        if (done, failed, running) != last:
             elapsed = time.time() - t0
             left = len(submitted) - done
             eta = f", ETA {int(elapsed * left / done)}s" if done and left else ""
-            say(f"{done}/{len(submitted)} jobs done ({failed} failed), {running} running, "
-                f"{left - running} queued; {int(elapsed)}s elapsed{eta}")
-            last = counts
+            say(f"{done - failed} cell(s) done, {failed} failed, {running} running, {left - running} queued; "
+                f"{int(elapsed)}s elapsed{eta}")
+            last = (done, failed, running)
         if done == len(submitted):
-            break
+            return [o for _, o in sorted(outcomes.items()) if o is not None]
         time.sleep(poll_s)
-    return [line for cell_id, job in submitted if (line := job_outcome(cell_id, job))]

@@ -107,13 +107,14 @@ def launch_slurm(grid: Grid, args, overrides: dict, root: Path, grid_dir: Path) 
     if not submitted:
         say("submitted 0 job(s): all cells finished")
     else:
-        say(f"submitted {len(submitted)} job(s): {', '.join(sorted({str(j.job_id).split('_')[0] for _, j in submitted}))}")
+        arrays = sorted({str(j.job_id).split("_")[0] for _, j in submitted})
+        say(f"submitted {len(submitted)} job(s) in SLURM job(s) {', '.join(arrays)}")
         for cell_id, job in submitted:
             say(f"  {cell_id}: job {job.job_id}, log {job.paths.stderr}")
     if not args.wait:
         say(f"follow with: python -m ablations.status {grid_dir}")
         return 0
-    problems = wait_for_jobs(submitted, grid_dir, say) if submitted else []
+    problems = wait_for_jobs(submitted, say) if submitted else []
     for line in problems:
         say(line)
     write_summary(grid, grid_dir)
