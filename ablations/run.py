@@ -209,9 +209,9 @@ def run_one(cell, cell_dir: Path, cache_root: Path, label: str, timing: str = ""
 
     resumable = (cell_dir / "checkpoints" / "last.ckpt").exists() and not (cell_dir / "error.json").exists()
     if resumable:
-        say(f"{label} {cell.id}: resuming from its last checkpoint ({timing})")
+        say(f"{label} {cell.id}: resuming from its last checkpoint{f' ({timing})' if timing else ''}")
     else:
-        say(f"{label} {cell.id}: training ({timing})")
+        say(f"{label} {cell.id}: training{f' ({timing})' if timing else ''}")
         if cell_dir.exists():
             shutil.rmtree(cell_dir)
     t0 = time.time()
