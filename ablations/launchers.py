@@ -86,8 +86,13 @@ def spawn_local_workers(argv: list[str], n_workers: int, gpus: list[str]) -> int
     return max(codes)
 
 
-class CellFailed(RuntimeError):
-    """Raised in a job whose cell failed, so the job exits non-zero and `sacct` shows FAILED."""
+def fail_job(line: str) -> SystemExit:
+    """Say why on the job's log in one line; exiting non-zero makes `sacct` show FAILED (an
+    exception would also work, but submitit prints its traceback in the log)."""
+    from ablations.run import say
+
+    say(line)
+    return SystemExit(1)
 
 
 class CellJob:
@@ -97,8 +102,10 @@ class CellJob:
     multi-device cell) follow it in the same Lightning run.
     """
 
-    def __init__(self, grid_path: str, overrides: dict, results_dir: str, cell_id: str):
+    def __init__(self, grid_path: str, overrides: dict, results_dir: str, cell_id: str, retry_failed: bool = False):
         self.grid_path, self.overrides, self.results_dir, self.cell_id = grid_path, overrides, results_dir, cell_id
+        self.retry_failed = retry_failed
+        self.submitted = time.time()
 
     def __call__(self) -> str:
         from ablations.run import quiet_lightning
@@ -122,7 +129,7 @@ class CellJob:
         for cell in grid.cells:
             if cell.id == self.cell_id:
                 return cell, grid
-        raise UserError(f"cell {self.cell_id} is not in {self.grid_path} any more; submit the grid again")
+        raise fail_job(f"cell {self.cell_id} is not in {self.grid_path}; submit the grid again")
 
     def _lead(self, cell, grid, grid_dir: Path) -> str:
         from ablations.claims import Heartbeat, release, runner_name, try_claim
@@ -133,6 +140,9 @@ class CellJob:
         if cell_status(cell_dir) == "done":
             say(f"{cell.id}: already done")
             return "done"
+        if self._failed_since_submission(cell_dir):
+            say(f"{cell.id}: failed in another job (kept; --retry-failed trains it again)")
+            return "failed elsewhere"
         claim = try_claim(grid_dir, cell.id, runner=runner_name())
         if claim is None:
             say(f"{cell.id}: claimed by another runner (skipped)")
@@ -144,21 +154,26 @@ class CellJob:
                     return "done"
                 ok = run_one(cell, cell_dir, Path(self.results_dir) / "_cache", f"[{runner_name()}]")
             except KeyboardInterrupt:
-                raise CellFailed(f"{cell.id}: stopped before its last step (signal or requeue); "
-                                 "submit the same command again to resume it from its checkpoint") from None
+                raise fail_job(f"{cell.id}: stopped before its last step (signal or requeue); "
+                               "submit the same command again to resume it from its checkpoint") from None
             except SystemExit as e:  # Lightning's SIGTERM ends the fit with SystemExit(): not a success
                 if type(e).__name__ != "SIGTERMException":
                     raise
-                raise CellFailed(f"{cell.id}: stopped by SIGTERM before its last step; "
-                                 "submit the same command again to resume it from its checkpoint") from None
+                raise fail_job(f"{cell.id}: stopped by SIGTERM before its last step; "
+                               "submit the same command again to resume it from its checkpoint") from None
             finally:
                 heartbeat.claims.discard(claim.path)
                 release(claim)
         write_summary(grid, grid_dir)
         if not ok:
-            reason = json.loads((cell_dir / "error.json").read_text()).get("reason", "")
-            raise CellFailed(f"{cell.id} failed: {reason.splitlines()[0] if reason else 'see error.json'}")
+            raise fail_job(f"{cell.id}: job failed with its cell (error.json)")
         return "done"
+
+    def _failed_since_submission(self, cell_dir: Path) -> bool:
+        """A failure recorded after this job was submitted is another job's verdict: keep it. An
+        older one was there at submission, so the cell is in this job only to be retried."""
+        error = cell_dir / "error.json"
+        return error.exists() and (not self.retry_failed or error.stat().st_mtime > self.submitted)
 
     def _follow(self, cell, grid_dir: Path) -> str:
         """Wait until task 0 holds the cell (or gave it up), then train alongside it."""
@@ -177,7 +192,7 @@ class CellJob:
                 follow_cell(cell, grid_dir / cell.id, Path(self.results_dir) / "_cache")
                 return "followed"
             time.sleep(1)
-        raise CellFailed(f"{cell.id}: task 0 of this job never claimed the cell")
+        raise fail_job(f"{cell.id}: task 0 of this job never claimed the cell")
 
     def checkpoint(self, *args, **kwargs):
         """Called by submitit on preemption or timeout: requeue this same job (it resumes the cell)."""
@@ -275,7 +290,8 @@ def submit_slurm(grid, grid_path: Path, overrides: dict, results_dir: Path, clus
         echoed = io.StringIO()  # submitit prints sbatch's stderr before raising it: keep it for the one line
         try:
             with contextlib.redirect_stderr(echoed), executor.batch():
-                jobs = [executor.submit(CellJob(str(grid_copy), overrides, str(results_dir), c.id)) for c in cells]
+                jobs = [executor.submit(CellJob(str(grid_copy), overrides, str(results_dir), c.id, retry_failed))
+                        for c in cells]
         except (submitit.core.utils.UncompletedJobError, submitit.core.utils.FailedSubmissionError, OSError) as e:
             error = sbatch_error(e)
             if error is None:
@@ -303,26 +319,25 @@ def submitted_jobs(grid_dir: Path) -> dict:
         return {}
 
 
-def job_outcome(cell_id: str, job) -> str | None:
+def job_outcome(cell_id: str, job, grid_dir: Path) -> str | None:
     """None when the job finished its cell; else one line: what happened and what to do."""
     from submitit.core.utils import UncompletedJobError
 
     try:
         job.results()  # every task's: a multi-device cell's job has one per rank
         return None
-    except UncompletedJobError as e:
-        text = str(e)
-        for kind in ("CellFailed: ", "UserError: ", "ConfigError: "):
-            line = next((ln for ln in reversed(text.splitlines()) if kind in ln), None)
-            if line is not None:
-                return f"job {job.job_id}: {line.split(kind, 1)[1].strip()} (log: {job.paths.stderr})"
+    except UncompletedJobError:
+        error = grid_dir / cell_id / "error.json"
+        if error.exists():
+            reason = json.loads(error.read_text()).get("reason") or "see error.json"
+            return f"{cell_id}: failed (job {job.job_id}): {reason.splitlines()[0]}"
         return (f"{cell_id}: job {job.job_id} ended {job.state} before finishing the cell; submit the same "
                 f"command again to resume it (log: {job.paths.stderr})")
     except Exception as e:  # noqa: BLE001 - the job raised: its message is the story
         return f"{cell_id}: job {job.job_id} failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
 
 
-def wait_for_jobs(submitted: list, say, poll_s: float = 10.0) -> list[str]:
+def wait_for_jobs(submitted: list, grid_dir: Path, say, poll_s: float = 10.0) -> list[str]:
     """Wait for the jobs, reporting cells done/failed/running/queued and an ETA when the counts
     change; returns one line per job that did not finish its cell."""
     t0 = time.time()
@@ -331,7 +346,7 @@ def wait_for_jobs(submitted: list, say, poll_s: float = 10.0) -> list[str]:
     while True:
         for i, (cell_id, job) in enumerate(submitted):
             if i not in outcomes and job.done():
-                outcomes[i] = job_outcome(cell_id, job)
+                outcomes[i] = job_outcome(cell_id, job, grid_dir)
         running = sum(job.state == "RUNNING" for i, (_, job) in enumerate(submitted) if i not in outcomes)
         failed = sum(o is not None for o in outcomes.values())
         done = len(outcomes)

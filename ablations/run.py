@@ -114,7 +114,7 @@ def launch_slurm(grid: Grid, args, overrides: dict, root: Path, grid_dir: Path) 
     if not args.wait:
         say(f"follow with: python -m ablations.status {grid_dir}")
         return 0
-    problems = wait_for_jobs(submitted, say) if submitted else []
+    problems = wait_for_jobs(submitted, grid_dir, say) if submitted else []
     for line in problems:
         say(line)
     write_summary(grid, grid_dir)
