@@ -96,6 +96,7 @@ def test_two_submissions_of_one_grid_train_every_cell_once(slurm, tmp_path):
     assert all(p.returncode == 0 for p in submissions), [p.stderr for p in submissions]
     arrays = [a for p in submissions for a in array_ids(p)]
     assert len(arrays) == 2
+    grid.write_text("name: twice\ngrid: {model.n_embd: [8]}\n")  # edited after submission: jobs run their snapshot
     subprocess.run(["scontrol", "release", *arrays], check=True)
     wait_gone(arrays)
     grid_dir = results / "twice"
@@ -106,6 +107,7 @@ def test_two_submissions_of_one_grid_train_every_cell_once(slurm, tmp_path):
         if (cell / "DONE").exists():
             steps = [r["step"] for r in metrics_rows(cell) if r.get("train/loss")]
             assert len(steps) == len(set(steps)), steps  # no step logged twice
+            assert json.loads((cell / "manifest.json").read_text())["threads"] == 1  # resources.cpus: 1
     skipped = ("claimed by another runner (skipped)", "already done", "failed in another job (kept")
     assert sum(logs.count(s) for s in skipped) == 4, logs
     assert "loss became nan" in logs and "Traceback" not in logs
