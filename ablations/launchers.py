@@ -48,6 +48,9 @@ RESOURCE_KEYS = {
     "setup": "slurm_setup",
 }
 
+#: SLURM's task layout follows the cell's training config, so these resources keys would contradict it
+FROM_TRAIN = {"nodes": "train.num_nodes", "ntasks_per_node": "train.devices", "tasks_per_node": "train.devices"}
+
 #: the time limit of a job when the grid sets no `resources.time_min` (minutes)
 DEFAULT_TIME_MIN = 60
 
@@ -220,6 +223,9 @@ def slurm_parameters(resources: dict | None) -> dict:
     """submitit parameters from the grid's `resources` section, checked."""
     params: dict = {"timeout_min": DEFAULT_TIME_MIN}
     for key, value in (resources or {}).items():
+        if key in FROM_TRAIN:
+            raise ConfigError(f"resources.{key}: set {FROM_TRAIN[key]} instead; the launcher asks SLURM for "
+                              "one task per device on train.num_nodes nodes")
         if key not in RESOURCE_KEYS:
             from research.errors import did_you_mean
 
