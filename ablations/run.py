@@ -39,7 +39,7 @@ def parse_args(argv):
     p.add_argument("--dry-run", action="store_true", help="validate and list the cells without training")
     p.add_argument("--retry-failed", action="store_true", help="train again the cells that failed before")
     p.add_argument("--launcher", choices=["local", "slurm"], default="local",
-                   help="local: this machine; slurm: a job array, one task per unfinished cell (resources from the grid file)")
+                   help="local: this machine; slurm: a job array, one task per unfinished cell (resources: the grid's)")
     p.add_argument("--workers", type=int, default=None,
                    help="local: runner processes sharing the grid (default: one per GPU x --cells-per-gpu, or 1)")
     p.add_argument("--cells-per-gpu", type=int, default=1, help="local: cells trained at once on each GPU")
