@@ -70,8 +70,9 @@ def cell_rows(grid_dir: Path) -> list[dict]:
                     row["eta_s"] = row["elapsed_s"] * (1 - frac) / frac if frac > 0 else None
         elif status not in ("done", "failed") and c["id"] in jobs:
             state = slurm_job_state(jobs[c["id"]])
-            if state in SLURM_WAITING:
-                row.update(status="queued", runner=f"slurm:{jobs[c['id']]}")
+            if state in SLURM_WAITING:  # with a checkpoint, it ran before: requeued (preempted, timed out)
+                ran = (cell_dir / "checkpoints" / "last.ckpt").exists() or any(cell_dir.glob("hpc_ckpt_*.ckpt"))
+                row.update(status="requeued" if ran else "queued", runner=f"slurm:{jobs[c['id']]}")
         rows.append(row)
     return rows
 
