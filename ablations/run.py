@@ -207,7 +207,8 @@ def run_one(cell, cell_dir: Path, cache_root: Path, label: str, timing: str = ""
     """Train one claimed cell: resume from its last checkpoint if it has one, else start clean."""
     from ablations.train_cell import train_cell
 
-    resumable = (cell_dir / "checkpoints" / "last.ckpt").exists() and not (cell_dir / "error.json").exists()
+    checkpoints = [cell_dir / "checkpoints" / "last.ckpt", *cell_dir.glob("hpc_ckpt_*.ckpt")]
+    resumable = any(p.exists() for p in checkpoints) and not (cell_dir / "error.json").exists()
     if resumable:
         say(f"{label} {cell.id}: resuming from its last checkpoint{f' ({timing})' if timing else ''}")
     else:

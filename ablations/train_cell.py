@@ -328,6 +328,7 @@ def fit_module(module: LMModule, tokens: TokenData, cfg, seq_len: int, cell_dir:
     if trainer.interrupted or trainer.global_step < t.max_steps:  # e.g. stopped by a SLURM requeue signal
         raise KeyboardInterrupt
     throughput.tokens_per_step = tokens_per_step * trainer.world_size  # each data-parallel rank has its own batch
+    throughput.steps = trainer.global_step  # also right after resuming a checkpoint saved without these counts
     return throughput
 
 
