@@ -233,13 +233,26 @@ def read_per_position(cell_dir: Path) -> list[dict]:
     return []
 
 
+def checkpoints(cell_dir: Path) -> list[Path]:
+    """The resumable states on disk: the runner's `checkpoints/last.ckpt` and Lightning's SLURM
+    `hpc_ckpt_*.ckpt` (written when a job is requeued)."""
+    cell_dir = Path(cell_dir)
+    found = [cell_dir / "checkpoints" / "last.ckpt", *sorted(cell_dir.glob("hpc_ckpt_*.ckpt"))]
+    return [p for p in found if p.exists()]
+
+
+def has_checkpoint(cell_dir: Path) -> bool:
+    return bool(checkpoints(cell_dir))
+
+
 def claim_state(grid_dir: Path, cell_id: str) -> dict | None:
-    """Who trains the cell now: the claim's owner with `state` "running" (its runner is alive) or
-    "stale" (dead, so another runner may take it over); None when nobody claims it."""
+    """Who trains the cell now: the claim's owner with `state` "running" (its runner is alive),
+    "requeued" (a SLURM job waiting to run again) or "stale" (dead, so another runner may take it
+    over); None when nobody claims it."""
     claim = claims.read_claim(grid_dir, cell_id)
     if claim is None:
         return None
-    return {**claim, "state": "stale" if claims.is_stale(claim) else "running"}
+    return {**claim, "state": claims.owner_state(claim)}
 
 
 # the whole record --------------------------------------------------------------------------------
@@ -284,6 +297,10 @@ class CellRecord:
 
     def max_steps(self) -> int | None:
         return max_steps(self.config)
+
+    def has_checkpoint(self) -> bool:
+        """A resumable state is on disk: the cell ran before (a requeued job resumes it)."""
+        return has_checkpoint(self.path)
 
 
 def load_cells(grid_dir: Path) -> list[CellRecord]:

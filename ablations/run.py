@@ -40,7 +40,7 @@ def parse_args(argv):
     p.add_argument("--dry-run", action="store_true", help="validate and list the cells without training")
     p.add_argument("--retry-failed", action="store_true", help="train again the cells that failed before")
     p.add_argument("--launcher", choices=["local", "slurm"], default="local",
-                   help="local: this machine; slurm: one submitit job per cell (resources from the grid file)")
+                   help="local: this machine; slurm: a job array, one task per unfinished cell (resources: the grid's)")
     p.add_argument("--workers", type=int, default=None,
                    help="local: runner processes sharing the grid (default: one per GPU x --cells-per-gpu, or 1)")
     p.add_argument("--cells-per-gpu", type=int, default=1, help="local: cells trained at once on each GPU")
@@ -101,17 +101,26 @@ def main(argv=None) -> int:
 
 
 def launch_slurm(grid: Grid, args, overrides: dict, root: Path, grid_dir: Path) -> int:
-    from ablations.launchers import submit_slurm
+    from ablations.launchers import submit_slurm, wait_for_jobs
 
-    jobs = submit_slurm(grid, args.grid.resolve(), overrides, root.resolve(), args.slurm_cluster, args.retry_failed)
-    say(f"submitted {len(jobs)} job(s): {', '.join(str(j.job_id) for j in jobs) or 'none (all cells finished)'}")
+    submitted = submit_slurm(grid, args.grid.resolve(), overrides, root.resolve(), args.slurm_cluster,
+                             args.retry_failed)
+    if not submitted:
+        say("submitted 0 job(s): all cells finished")
+    else:
+        arrays = sorted({str(j.job_id).split("_")[0] for _, j in submitted})
+        say(f"submitted {len(submitted)} job(s) in SLURM job(s) {', '.join(arrays)}")
+        for cell_id, job in submitted:
+            say(f"  {cell_id}: job {job.job_id}, log {job.paths.stderr}")
     if not args.wait:
         say(f"follow with: python -m ablations.status {grid_dir}")
         return 0
-    outcomes = [j.result() for j in jobs]
+    problems = wait_for_jobs(submitted, grid_dir, say) if submitted else []
+    for line in problems:
+        say(line)
     write_summary(grid, grid_dir)
     print(format_table(grid, grid_dir))
-    return 1 if any(o == "failed" for o in outcomes) else 0
+    return 1 if problems else 0
 
 
 def dry_run_table(grid: Grid, grid_dir: Path) -> str:
@@ -161,7 +170,7 @@ def run_cells(grid: Grid, grid_dir: Path, cache_root: Path, retry_failed: bool =
     t_start = time.time()
     trained_s: list[float] = []
     failed = 0
-    runner = f"{os.uname().nodename}:{os.getpid()}"
+    runner = f"{os.uname().nodename}:{os.getpid()}"  # unique even for several workers in one SLURM job
     with Heartbeat() as heartbeat:
         for i, cell in enumerate(grid.cells, 1):
             cell_dir = grid_dir / cell.id
@@ -199,11 +208,11 @@ def run_one(cell, cell_dir: Path, cache_root: Path, label: str, timing: str = ""
     """Train one claimed cell: resume from its last checkpoint if it has one, else start clean."""
     from ablations.train_cell import train_cell
 
-    resumable = (cell_dir / "checkpoints" / "last.ckpt").exists() and cell_status(cell_dir) != "failed"
+    resumable = records.has_checkpoint(cell_dir) and cell_status(cell_dir) != "failed"
     if resumable:
-        say(f"{label} {cell.id}: resuming from its last checkpoint ({timing})")
+        say(f"{label} {cell.id}: resuming from its last checkpoint{f' ({timing})' if timing else ''}")
     else:
-        say(f"{label} {cell.id}: training ({timing})")
+        say(f"{label} {cell.id}: training{f' ({timing})' if timing else ''}")
         if cell_dir.exists():
             shutil.rmtree(cell_dir)
     t0 = time.time()

@@ -1,9 +1,10 @@
 """`python -m ablations.status RESULTS_GRID_DIR`: where a grid stands, from its files alone.
 
-One row per cell: done / running (claimed by a live runner) / stale (claimed by a dead one) /
-failed / partial / pending, its key metrics, elapsed time and, for running cells, an ETA from the
-last logged step against `train.max_steps`. Works on a grid that is running elsewhere (a shared
-filesystem, a cluster) because it only reads.
+One row per cell: done / running (claimed by a live runner) / requeued (its SLURM job waits to
+run again) / queued (its SLURM job has not started) / stale (claimed by a dead runner) / failed /
+partial / pending, its key metrics, the runner or job, elapsed time and, for running cells, an
+ETA from the last logged step against `train.max_steps`. Works on a grid that is running
+elsewhere (a shared filesystem, a cluster) because it only reads (and asks `squeue` about jobs).
 """
 
 from __future__ import annotations
@@ -14,12 +15,15 @@ import sys
 import time
 from pathlib import Path
 
+from ablations.claims import SLURM_WAITING, slurm_job_state
+from ablations.launchers import submitted_jobs
 from ablations.records import load_cells
 from research.errors import run_main
 
 
 def cell_rows(grid_dir: Path) -> list[dict]:
     now = time.time()
+    jobs = submitted_jobs(grid_dir)
     rows = []
     for rec in load_cells(grid_dir):
         row = {"cell": rec.id, "status": rec.status, "val_loss": None, "val_bpb": None, "elapsed_s": None,
@@ -37,6 +41,10 @@ def cell_rows(grid_dir: Path) -> list[dict]:
                 frac = min(1.0, (max(steps) + 1) / max_steps)
                 row["progress"] = frac
                 row["eta_s"] = row["elapsed_s"] * (1 - frac) / frac if frac > 0 else None
+        elif rec.status not in ("done", "failed") and rec.id in jobs:
+            state = slurm_job_state(jobs[rec.id])
+            if state in SLURM_WAITING:  # with a checkpoint, it ran before: requeued (preempted, timed out)
+                row.update(status="requeued" if rec.has_checkpoint() else "queued", runner=f"slurm:{jobs[rec.id]}")
         rows.append(row)
     return rows
 
@@ -55,9 +63,9 @@ def _fmt(value, kind: str = "") -> str:
 
 
 def format_status(rows: list[dict]) -> str:
-    head = ["cell", "status", "val_loss", "val_bpb", "progress", "elapsed", "eta"]
-    table = [[r["cell"], r["status"], _fmt(r["val_loss"]), _fmt(r["val_bpb"]), _fmt(r["progress"], "pct"),
-              _fmt(r["elapsed_s"], "time"), _fmt(r["eta_s"], "time")] for r in rows]
+    head = ["cell", "status", "runner", "val_loss", "val_bpb", "progress", "elapsed", "eta"]
+    table = [[r["cell"], r["status"], _fmt(r.get("runner")), _fmt(r["val_loss"]), _fmt(r["val_bpb"]),
+              _fmt(r["progress"], "pct"), _fmt(r["elapsed_s"], "time"), _fmt(r["eta_s"], "time")] for r in rows]
     widths = [max(len(h), *(len(t[i]) for t in table)) if table else len(h) for i, h in enumerate(head)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths))]
     lines += ["  ".join(v.ljust(w) for v, w in zip(t, widths)) for t in table]

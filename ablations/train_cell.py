@@ -2,8 +2,9 @@
 
 The cell folder is filled in a fixed order through `ablations.records` (which defines the layout;
 see also results/README.md): the resolved config first, then Lightning's per-step log while it
-trains, then weights, samples, evals, final metrics and manifest, and `DONE` last, so a folder
-without `DONE` is unfinished by definition and the runner may resume or redo it. A dirty working tree's change is kept as `code.diff`.
+trains, then weights, samples, evals, final metrics and manifest (with `code.diff` when the working
+tree was dirty), and `DONE` last, so a folder without `DONE` is unfinished by definition and the
+runner may resume or redo it.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from ablations.code_state import git_state
 from research.callbacks import ResumableCheckpoint, Throughput
 from research.checkpoint import save_weights
 from research.config import RunConfig
+from research.csv_log import ResumableCSVLogger
 from research.data.batches import ContiguousStreams, RandomWindows, fixed_windows
 from research.data.tokens import TokenData, prepare_tokens
 from research.evaluation import split_loss
@@ -53,18 +55,19 @@ def precision_for(cfg) -> str:
     return "32-true"
 
 
-def make_logger(cfg, cell_dir: Path, name: str):
+def make_logger(cfg, cell_dir: Path, name: str, resume_step: int = 0):
+    """`metrics.csv` always (keeping the rows before `resume_step` of a resumed run), plus the
+    configured dashboard logger."""
+    csv_logger = ResumableCSVLogger(cell_dir, keep_before_step=resume_step)
     if cfg.train.logger == "tensorboard":
         from lightning.pytorch.loggers import TensorBoardLogger
 
-        return [L.pytorch.loggers.CSVLogger(cell_dir, name="", version=""),
-                TensorBoardLogger(cell_dir, name="tb", version="")]
+        return [csv_logger, TensorBoardLogger(cell_dir, name="tb", version="")]
     if cfg.train.logger == "wandb":
         from lightning.pytorch.loggers import WandbLogger
 
-        return [L.pytorch.loggers.CSVLogger(cell_dir, name="", version=""),
-                WandbLogger(name=name, save_dir=str(cell_dir))]
-    return L.pytorch.loggers.CSVLogger(cell_dir, name="", version="")
+        return [csv_logger, WandbLogger(name=name, save_dir=str(cell_dir))]
+    return csv_logger
 
 
 def train_cell(cell, cell_dir: Path, cache_root: Path) -> dict:
@@ -85,12 +88,15 @@ def train_cell(cell, cell_dir: Path, cache_root: Path) -> dict:
     cfg = resolve_config(module, tokens, seq_len)
     records.write_config(cell_dir, cfg.to_dict())
     t_fit = time.perf_counter()
+    earlier_wall_s, sessions = 0.0, 1
     if model.trainable:
-        fit = fit_module(module, tokens, cfg, seq_len, cell_dir, cell.id)
-        train_s, train_tokens, session_tokens = fit
+        throughput = fit_module(module, tokens, cfg, seq_len, cell_dir, cell.id, started)
+        train_s = throughput.train_s or float("nan")
+        train_tokens = throughput.steps * throughput.tokens_per_step
+        earlier_wall_s, sessions = throughput.earlier_wall_s, throughput.sessions
     else:  # count-based models (n-gram): one pass over the training tokens
         model.fit(tokens.splits["train"])
-        train_tokens = session_tokens = int(tokens.splits["train"].size)
+        train_tokens = int(tokens.splits["train"].size)
         train_s = time.perf_counter() - t_fit
     fit_s = time.perf_counter() - t_fit
 
@@ -103,7 +109,8 @@ def train_cell(cell, cell_dir: Path, cache_root: Path) -> dict:
         "seq_len": seq_len,
         "train_tokens": train_tokens,
         "train_s": train_s,
-        "tokens_per_s": session_tokens / train_s if train_s > 0 else float("nan"),
+        "tokens_per_s": train_tokens / train_s if train_s > 0 else float("nan"),
+        "sessions": sessions,
     }
     metrics.update(model.architecture_metrics())  # variants: layers applied, unique blocks, receptive field
     metrics.update(score_splits(model, tokens, cfg, seq_len, device))
@@ -116,10 +123,12 @@ def train_cell(cell, cell_dir: Path, cache_root: Path) -> dict:
     write_samples(model, tokens.tokenizer, cfg, cell_dir / "samples" / "samples.jsonl")
     if cfg.eval.tasks:
         run_cell_evals(model, tokens.tokenizer, cfg, cell_dir, cache_root, tokens, device)
-    metrics["wall_s"] = time.time() - started
+    metrics["wall_s"] = earlier_wall_s + time.time() - started
     records.write_metrics(cell_dir, metrics)
     records.write_manifest(cell_dir, manifest(cell, started, fit_s, device, tokens, cell_dir))
     shutil.rmtree(cell_dir / "checkpoints", ignore_errors=True)  # model.pt holds the result
+    for hpc in cell_dir.glob("hpc_ckpt_*.ckpt"):  # Lightning's SLURM requeue checkpoints
+        hpc.unlink()
     records.mark_done(cell_dir)
     return metrics
 
@@ -170,12 +179,22 @@ def checkpoint_step(path: Path) -> int:
     return int(torch.load(path, map_location="cpu", weights_only=True)["global_step"])
 
 
-def fit_module(module: LMModule, tokens: TokenData, cfg, seq_len: int, cell_dir: Path,
-               name: str) -> tuple[float, int, int]:
-    """Train; returns (training seconds this session, total training tokens, tokens this session)."""
+def resume_checkpoint(cell_dir: Path) -> tuple[Path | None, int]:
+    """The latest of `checkpoints/last.ckpt` and Lightning's SLURM requeue checkpoints
+    (`hpc_ckpt_*.ckpt`, written on USR1) and its step; (None, 0) for a fresh start."""
+    steps = [(checkpoint_step(p), p) for p in records.checkpoints(cell_dir)]
+    if not steps:
+        return None, 0
+    step, path = max(steps)
+    return path, step
+
+
+def fit_module(module: LMModule, tokens: TokenData, cfg, seq_len: int, cell_dir: Path, name: str,
+               started: float | None = None) -> Throughput:
+    """Train; returns the throughput counter (steps, training seconds, sessions of this cell)."""
     t = cfg.train
     last = cell_dir / "checkpoints" / "last.ckpt"
-    start = checkpoint_step(last) if last.exists() else 0
+    resume_from, start = resume_checkpoint(cell_dir)
     train = tokens.splits["train"]
     if module.recurrent:
         data = ContiguousStreams(train, t.batch_size, seq_len, start_step=start)
@@ -185,7 +204,7 @@ def fit_module(module: LMModule, tokens: TokenData, cfg, seq_len: int, cell_dir:
     if module.recurrent:  # validation windows are independent: no carried state
         val = [(x, y, True) for x, y in val]
     tokens_per_step = t.batch_size * seq_len
-    throughput = Throughput(tokens_per_step, t.log_every)
+    throughput = Throughput(tokens_per_step, t.log_every, started)
     callbacks: list = [throughput]
     every = t.eval_every if t.checkpoint_every is None else t.checkpoint_every
     if every:
@@ -194,19 +213,19 @@ def fit_module(module: LMModule, tokens: TokenData, cfg, seq_len: int, cell_dir:
     per_position = per_position_callback(cfg, tokens, seq_len, cell_dir)
     if per_position is not None:
         callbacks.append(per_position)
-    trainer = build_trainer(cfg, cell_dir, make_logger(cfg, cell_dir, name), callbacks)
+    trainer = build_trainer(cfg, cell_dir, make_logger(cfg, cell_dir, name, start), callbacks)
     loader = DataLoader(data, batch_size=None, pin_memory=torch.cuda.is_available())
     val_loader = DataLoader(val, batch_size=None)
     os.environ["ABLATIONS_CELL"] = name  # for Lightning's DDP launcher: other ranks train this cell
     try:
-        trainer.fit(module, loader, val_loader, ckpt_path=last if start else None, weights_only=True)
+        trainer.fit(module, loader, val_loader, ckpt_path=resume_from, weights_only=True)
     finally:
         os.environ.pop("ABLATIONS_CELL", None)
-    if trainer.interrupted:
+    if trainer.interrupted or trainer.global_step < t.max_steps:  # e.g. stopped by a SLURM requeue signal
         raise KeyboardInterrupt
-    world = trainer.world_size  # data-parallel ranks each train on their own batch
-    session = throughput.steps * tokens_per_step * world
-    return throughput.train_s or float("nan"), trainer.global_step * tokens_per_step * world, session
+    throughput.tokens_per_step = tokens_per_step * trainer.world_size  # each data-parallel rank has its own batch
+    throughput.steps = trainer.global_step  # also right after resuming a checkpoint saved without these counts
+    return throughput
 
 
 def per_position_callback(cfg, tokens: TokenData, seq_len: int, cell_dir: Path):

@@ -24,15 +24,30 @@ class Throughput(L.Callback):
     """Training time (validation excluded) and tokens per second, logged every `log_every` steps.
 
     Timing with `perf_counter` between logging steps costs no device synchronisation beyond the
-    one the loss logging already does.
+    one the loss logging already does. The counts travel in the checkpoint (`state_dict`), so a
+    resumed run reports the steps, training time and wall time of all its sessions, each up to
+    the checkpoint the next one resumed from (steps after it were trained again, and count once).
     """
 
-    def __init__(self, tokens_per_step: int, log_every: int):
+    def __init__(self, tokens_per_step: int, log_every: int, started: float | None = None):
         self.tokens_per_step, self.log_every = tokens_per_step, log_every
+        self.started = time.time() if started is None else started  # this session's start (wall clock)
         self._t0: float | None = None
         self.steps = 0
         self.train_s = 0.0
+        self.earlier_wall_s = 0.0  # wall time of the sessions before this one
+        self.sessions = 1
         self._last = (0, 0.0)  # (steps, train_s) at the previous log
+
+    def state_dict(self) -> dict:
+        running = time.perf_counter() - self._t0 if self._t0 is not None else 0.0
+        return {"steps": self.steps, "train_s": self.train_s + running, "sessions": self.sessions,
+                "wall_s": self.earlier_wall_s + time.time() - self.started}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.steps, self.train_s = int(state["steps"]), float(state["train_s"])
+        self.earlier_wall_s, self.sessions = float(state["wall_s"]), int(state["sessions"]) + 1
+        self._last = (self.steps, self.train_s)
 
     def _pause(self) -> None:
         if self._t0 is not None:
@@ -73,6 +88,8 @@ class ResumableCheckpoint(L.Callback):
         step = trainer.global_step
         if step % self.every or step == 0 or step >= trainer.max_steps:
             return
+        for logger in trainer.loggers:  # rows before the checkpoint reach the disk with it
+            logger.save()
         tmp = self.folder / f".last.{os.getpid()}.ckpt"
         trainer.save_checkpoint(tmp)
         if trainer.is_global_zero:
@@ -83,7 +100,8 @@ class PerPositionLoss(L.Callback):
     """Record the per-position loss curve during training (see the module docstring).
 
     On a resumed run the records already in `out_path` up to the resume step are kept and the
-    rest are computed again, so the file never holds two records for one step.
+    rest are computed again at the steps an uninterrupted run records, so the file never holds
+    two records for one step nor one at a step where the run happened to resume.
     """
 
     def __init__(self, val_tokens: np.ndarray, block_size: int, n_windows: int, every_n_steps: int,
@@ -107,7 +125,8 @@ class PerPositionLoss(L.Callback):
     def on_train_start(self, trainer, pl_module):
         step = int(trainer.global_step)
         self.records = {r["step"]: r["loss_by_position"] for r in read_records(self.out_path) if r["step"] < step}
-        self._record(trainer, pl_module)
+        if step % self.every_n_steps == 0:  # a resume between recording steps adds no record of its own
+            self._record(trainer, pl_module)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         step = int(trainer.global_step)

@@ -52,6 +52,20 @@ def test_stale_claim_of_a_dead_runner_is_recovered(tmp_path):
     assert try_claim(grid_dir, "cellA", runner="third") is None
 
 
+def test_a_claim_names_its_owner_and_only_that_owner_takes_it_back(tmp_path, monkeypatch):
+    """A requeued SLURM task (same array job and task, new pid) takes its claim back; a task of
+    another submission of the same grid, with a live claim before it, does not."""
+    grid_dir = tmp_path / "g"
+    (grid_dir / ".claims").mkdir(parents=True)
+    monkeypatch.setenv("ABLATIONS_CLAIM_STALE_S", "300")
+    (grid_dir / ".claims" / "cellA.json").write_text(json.dumps(
+        {"host": "elsewhere", "pid": 1, "runner": "slurm:41_3", "slurm_job": None, "since": 5.0}))
+    assert try_claim(grid_dir, "cellA", runner="slurm:42_3") is None
+    claim = try_claim(grid_dir, "cellA", runner="slurm:41_3")
+    assert claim is not None and claim.owner["since"] == 5.0 and claim.owner["pid"] == os.getpid()
+    assert read_claim(grid_dir, "cellA")["runner"] == "slurm:41_3"
+
+
 def test_failed_cell_is_isolated_and_retried_on_request(tmp_path):
     grid = write_grid(tmp_path / "g.yaml", name="nan", grid={"train.lr": [3e-3, 1e9]})
     results = tmp_path / "results"

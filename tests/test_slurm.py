@@ -1,0 +1,202 @@
+"""The SLURM launcher against a real SLURM: the single-node cluster of
+`../shared/tools/slurm/start-local-slurm.sh` (22.05, accounting on, 8 advertised CPUs so several
+jobs run at once), started by the `slurm` fixture when it can be (root, the packages installable)
+and skipped with the reason otherwise.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import REPO, run_cli, write_grid
+
+START = REPO.parent / "shared" / "tools" / "slurm" / "start-local-slurm.sh"
+
+
+@pytest.fixture(scope="session")
+def slurm() -> None:
+    pytest.importorskip("submitit")
+    if not START.exists():
+        pytest.skip(f"{START} is not present")
+    if os.geteuid() != 0 and shutil.which("sbatch") is None:
+        pytest.skip("no SLURM here, and starting the local cluster needs root")
+    if os.geteuid() == 0:
+        env = dict(os.environ, SLURM_LOCAL_CPUS="8")
+        up = subprocess.run(["bash", str(START)], capture_output=True, text=True, env=env, timeout=900)
+        if up.returncode != 0:
+            pytest.skip(f"the local SLURM did not start: {(up.stderr or up.stdout).strip().splitlines()[-1:]}")
+    if subprocess.run(["sinfo", "-h"], capture_output=True).returncode != 0:
+        pytest.skip("sinfo fails: SLURM is not reachable")
+
+
+def slurm_grid(path: Path, name: str, resources: str = "{cpus: 1, time_min: 10}", **kwargs) -> Path:
+    grid = write_grid(path, name=name, **kwargs)
+    grid.write_text(grid.read_text() + f"resources: {resources}\n")
+    return grid
+
+
+def submit(grid: Path, results: Path, *extra: str) -> subprocess.CompletedProcess:
+    return run_cli(grid, "--results-dir", results, "--launcher", "slurm", *extra, timeout=900)
+
+
+def metrics_rows(cell_dir: Path) -> list[dict]:
+    with open(cell_dir / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def cells(grid_dir: Path) -> list[Path]:
+    return sorted(p for p in grid_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def same_rows(got: list[dict], want: list[dict]) -> None:
+    """The same rows (steps, columns, filled cells) with the same values, up to float rounding: the
+    job trains on the one CPU SLURM gave it, the reference on all of them (other summation orders)."""
+    assert [(r["step"], sorted(k for k, v in r.items() if v)) for r in got] == \
+           [(r["step"], sorted(k for k, v in r.items() if v)) for r in want]
+    for a, b in zip(got, want):
+        for key, value in a.items():
+            if value and key != "perf/tokens_per_s":  # timing, not a result
+                assert float(value) == pytest.approx(float(b[key]), rel=1e-4), (a["step"], key)
+
+
+def job_logs(grid_dir: Path) -> str:
+    return "".join(p.read_text(errors="replace") for p in (grid_dir / ".submitit").glob("*/*_log.err"))
+
+
+def wait_gone(job_ids: list[str], timeout: float = 600) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        out = subprocess.run(["squeue", "-h", "-j", ",".join(job_ids), "-o", "%i"], capture_output=True, text=True)
+        if not out.stdout.strip():
+            return
+        time.sleep(2)
+    raise AssertionError(f"jobs {job_ids} still queued after {timeout}s")
+
+
+def array_ids(proc: subprocess.CompletedProcess) -> list[str]:
+    return sorted({line.split("job ")[1].split(",")[0].split("_")[0]
+                   for line in proc.stderr.splitlines() if ", log " in line})
+
+
+def test_two_submissions_of_one_grid_train_every_cell_once(slurm, tmp_path):
+    """Both arrays are submitted held (an extra sbatch option from the grid), then released together,
+    so their tasks race for the same four cells. One cell diverges: its job, and only its, FAILED."""
+    grid = slurm_grid(tmp_path / "g.yaml", "twice", grid={"train.lr": [1e-3, 2e-3, 3e-3, 1e9]},
+                      resources="{cpus: 1, time_min: 10, sbatch: {hold: true}}")
+    results = tmp_path / "results"
+    submissions = [submit(grid, results) for _ in range(2)]
+    assert all(p.returncode == 0 for p in submissions), [p.stderr for p in submissions]
+    arrays = [a for p in submissions for a in array_ids(p)]
+    assert len(arrays) == 2
+    grid.write_text("name: twice\ngrid: {model.n_embd: [8]}\n")  # edited after submission: jobs run their snapshot
+    subprocess.run(["scontrol", "release", *arrays], check=True)
+    wait_gone(arrays)
+    grid_dir = results / "twice"
+    logs = job_logs(grid_dir)
+    for cell in cells(grid_dir):
+        assert (cell / "DONE").exists() != ("1e+09" in cell.name)
+        assert logs.count(f"{cell.name}: training") == 1, logs  # one job trained it, the other did not
+        if (cell / "DONE").exists():
+            steps = [r["step"] for r in metrics_rows(cell) if r.get("train/loss")]
+            assert len(steps) == len(set(steps)), steps  # no step logged twice
+            assert json.loads((cell / "manifest.json").read_text())["threads"] == 1  # resources.cpus: 1
+    skipped = ("claimed by another runner (skipped)", "already done", "failed in another job (kept")
+    assert sum(logs.count(s) for s in skipped) == 4, logs
+    assert "loss became nan" in logs and "Traceback" not in logs
+    assert not list((grid_dir / ".claims").glob("*.json"))
+    sacct = subprocess.run(["sacct", "-n", "-X", "-j", ",".join(arrays), "-o", "State"], capture_output=True,
+                           text=True).stdout.split()
+    assert sorted(sacct) == ["COMPLETED"] * 7 + ["FAILED"], sacct
+    status = run_cli(grid_dir, module="ablations.status")
+    assert "3 done, 1 failed" in status.stdout, status.stdout
+
+
+def test_cancelled_cell_resumed_by_a_new_submission_keeps_every_log_row(slurm, tmp_path):
+    """scancel mid-cell (SIGTERM, then SIGKILL), submit again: the new job takes over the dead
+    job's claim, resumes from the checkpoint, and the cell's files equal an uninterrupted run's."""
+    train = {"max_steps": 150, "checkpoint_every": 25, "eval_every": 50}
+    grid = slurm_grid(tmp_path / "g.yaml", "cut", grid={"model.n_embd": [16]}, train=train,
+                      eval={"per_position_every": 30, "samples": 0})
+    results = tmp_path / "results"
+    first = submit(grid, results)
+    assert first.returncode == 0, first.stderr
+    job = first.stderr.split(": job ")[1].split(",")[0]
+    deadline = time.time() + 300
+    grid_dir = results / "cut"
+    while time.time() < deadline and not list(grid_dir.glob("*/checkpoints/last.ckpt")):
+        time.sleep(0.2)
+    subprocess.run(["scancel", job], check=True)
+    wait_gone([job])
+    (cell,) = cells(grid_dir)
+    assert not (cell / "DONE").exists(), "the cell finished before it could be cancelled"
+    sacct = subprocess.run(["sacct", "-n", "-X", "-j", job, "-o", "State"], capture_output=True, text=True).stdout
+    assert "COMPLETED" not in sacct, sacct  # a cancelled cell does not look like a success
+    again = submit(grid, results, "--wait")
+    assert again.returncode == 0, again.stderr
+    assert "resuming from its last checkpoint" in job_logs(grid_dir)
+    straight = run_cli(grid, "--results-dir", tmp_path / "straight")
+    assert straight.returncode == 0, straight.stderr
+    reference = tmp_path / "straight" / "cut" / cell.name
+    same_rows(metrics_rows(cell), metrics_rows(reference))
+    pos = [r["step"] for r in json.loads((cell / "per_position.json").read_text())]
+    assert pos == [r["step"] for r in json.loads((reference / "per_position.json").read_text())]
+    a, b = (json.loads((d / "metrics.json").read_text()) for d in (cell, reference))
+    assert a["train_tokens"] == b["train_tokens"] and a["val_loss"] == pytest.approx(b["val_loss"], abs=1e-4)
+    assert a["sessions"] == 2 and a["wall_s"] > a["train_s"] > 0
+    assert not list(cell.glob("hpc_ckpt_*")) and not (cell / "checkpoints").exists()
+
+
+def test_two_device_cell_trains_two_ranks_under_slurm(slurm, tmp_path):
+    grid = slurm_grid(tmp_path / "g.yaml", "ddp", grid={"model.n_embd": [16]},
+                      train={"strategy": "ddp", "devices": 2, "accelerator": "cpu", "max_steps": 10})
+    proc = submit(grid, tmp_path / "r", "--wait")
+    assert proc.returncode == 0, proc.stderr
+    (cell,) = cells(tmp_path / "r" / "ddp")
+    assert json.loads((cell / "metrics.json").read_text())["train_tokens"] == 10 * 4 * 32 * 2
+    (script,) = (tmp_path / "r" / "ddp" / ".submitit").glob("*/*_submission.sh")
+    assert "#SBATCH --ntasks-per-node=2" in script.read_text()
+
+
+def test_bad_partition_is_one_line(slurm, tmp_path):
+    grid = slurm_grid(tmp_path / "g.yaml", "badpart", resources="{partition: nosuch}")
+    proc = submit(grid, tmp_path / "r")
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "error: sbatch refused the job: invalid partition specified: nosuch; "
+        "set resources.partition to one that `sinfo` lists"]
+
+
+@pytest.mark.slow
+def test_requeued_cell_resumes_and_keeps_every_log_row(slurm, tmp_path):
+    """`scontrol requeue` (what preemption does): SLURM holds the job 2-3 minutes before it runs
+    again; meanwhile `ablations.status` shows the cell requeued under its job, not stale."""
+    train = {"max_steps": 300, "checkpoint_every": 25, "eval_every": 100}
+    grid = slurm_grid(tmp_path / "g.yaml", "requeue", grid={"model.n_embd": [16]}, train=train)
+    results = tmp_path / "results"
+    first = submit(grid, results)
+    assert first.returncode == 0, first.stderr
+    job = first.stderr.split(": job ")[1].split(",")[0]
+    grid_dir = results / "requeue"
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(grid_dir.glob("*/checkpoints/last.ckpt")):
+        time.sleep(0.2)
+    subprocess.run(["scontrol", "requeue", job], check=True)
+    time.sleep(5)
+    status = run_cli(grid_dir, "--json", module="ablations.status")
+    (row,) = json.loads(status.stdout)
+    assert row["status"] == "requeued" and row["runner"] == f"slurm:{job}", row
+    wait_gone([job], timeout=900)
+    (cell,) = cells(grid_dir)
+    assert (cell / "DONE").exists()
+    straight = run_cli(grid, "--results-dir", tmp_path / "straight")
+    reference = tmp_path / "straight" / "requeue" / cell.name
+    assert straight.returncode == 0, straight.stderr
+    same_rows(metrics_rows(cell), metrics_rows(reference))
