@@ -117,7 +117,8 @@ def test_curve_reads_the_training_log(url, cells):
 
 
 def test_partial_cell_shows_progress(url, results, cells):
-    """A cell killed mid-training (config and log, no DONE) is reported as partial, with its step."""
+    """A cell killed mid-training (config and log, no DONE) is reported as partial, with its step;
+    its fresh files do not make it running: only a live claim does."""
     part = results / "tiny" / "killed__s0__000000"
     part.mkdir()
     try:
@@ -128,7 +129,7 @@ def test_partial_cell_shows_progress(url, results, cells):
         row = next(r for r in detail["rows"] if r["cell"] == part.name)
         assert row["status"] == "partial" and row["step"] == 5 and row["max_steps"] == 12
         assert row["progress"] == pytest.approx(6 / 12)
-        assert detail["running"]  # its files changed seconds ago
+        assert not detail["running"] and row["phase"] is None and row["eta_s"] is None
     finally:
         shutil.rmtree(part)
 
@@ -331,3 +332,101 @@ def test_browser_shows_yaml_errors_inline(page):
     page.click("#start")
     page.wait_for_selector("#yaml-error:has-text('n_layr')")
     assert "started" not in page.inner_text("#yaml-ok")
+
+
+# liveness, time, collisions, cross-origin refusal -----------------------------------------------
+
+
+def test_running_comes_from_the_claim_heartbeat(url, results, cells):
+    """A live runner's claim makes a cell running, with its phase, elapsed time and ETA; the claim
+    of a runner that died makes it stale at once, however fresh its files are."""
+    import subprocess
+    import sys
+
+    from ablations.claims import release, try_claim
+
+    part = results / "tiny" / "claimed__s0__000000"
+    part.mkdir()
+    try:
+        shutil.copy(results / "tiny" / cells[0] / "config.yaml", part)
+        log = (results / "tiny" / cells[0] / "metrics.csv").read_text().splitlines()
+        (part / "metrics.csv").write_text("\n".join(log[:3]) + "\n")  # header + steps 2 and 5 of 12
+        claim = try_claim(results / "tiny", part.name, "test-runner")  # held by this (live) process
+        time.sleep(0.5)
+        detail = json.loads(get(f"{url}/api/grid/tiny")[1])
+        row = next(r for r in detail["rows"] if r["cell"] == part.name)
+        assert row["status"] == "running" and row["phase"] == "training step 6/12" and detail["running"]
+        assert row["elapsed_s"] >= 0.5 and row["eta_s"] == pytest.approx(row["elapsed_s"], rel=0.05)  # half done
+        assert detail["elapsed_s"] is not None and detail["eta_s"] is not None
+        grids = json.loads(get(f"{url}/api/grids")[1])["grids"]
+        assert grids[0]["running"] is True and grids[0]["running_cells"] == 1
+        release(claim)
+        code = ("import sys; from ablations.claims import try_claim; "
+                f"assert try_claim(sys.argv[1], {part.name!r}, 'doomed') is not None")
+        subprocess.run([sys.executable, "-c", code, str(results / "tiny")], check=True)  # claims, then dies
+        detail = json.loads(get(f"{url}/api/grid/tiny")[1])
+        row = next(r for r in detail["rows"] if r["cell"] == part.name)
+        assert row["status"] == "stale" and not detail["running"] and row["eta_s"] is None
+    finally:
+        shutil.rmtree(part)
+        shutil.rmtree(results / "tiny" / ".claims", ignore_errors=True)
+
+
+def test_done_cells_report_their_wall_clock(url):
+    detail = json.loads(get(f"{url}/api/grid/tiny")[1])
+    assert all(r["wall_s"] > 0 and r["wall_s"] == r["metrics"]["wall_s"] for r in detail["rows"])
+    assert detail["elapsed_s"] >= max(r["wall_s"] for r in detail["rows"]) and detail["eta_s"] is None
+
+
+def test_a_symlinked_grid_is_skipped_not_fatal(url, results, tmp_path):
+    outside = tmp_path / "elsewhere"
+    (outside / "cell").mkdir(parents=True)
+    (outside / "cell" / "config.yaml").write_text("{}\n")
+    link = results / "linked"
+    link.symlink_to(outside, target_is_directory=True)
+    try:
+        status, body = get(f"{url}/api/grids")
+        data = json.loads(body)
+        assert status == 200 and [g["name"] for g in data["grids"]] == ["tiny"]
+        assert data["skipped"] == [{"name": "linked", "reason": "grid 'linked': outside the results folder"}]
+    finally:
+        link.unlink()
+
+
+def test_cross_origin_and_wrong_media_types_are_refused(server, url):
+    runs = len(server.app.runs)
+    text = started_grid("forged", max_steps=5)
+    body = json.dumps({"yaml": text}).encode()
+    cases = [
+        ({"Content-Type": "text/plain; x=application/json"}, 415, "Content-Type: application/json"),
+        ({"Content-Type": "application/json", "Origin": "http://evil.example"}, 403, "Origin 'http://evil.example'"),
+        ({"Content-Type": "application/json", "Origin": "http://localhost:1"}, 403, "refused"),
+        ({"Content-Type": "application/json", "Sec-Fetch-Site": "cross-site"}, 403, "cross-site request refused"),
+        ({"Content-Type": "application/json", "Sec-Fetch-Site": "same-site"}, 403, "same-site request refused"),
+    ]
+    for headers, code, message in cases:
+        req = urllib.request.Request(f"{url}/api/start", data=body, headers=headers)
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(req, timeout=30)
+        assert err.value.code == code and message in json.loads(err.value.read())["error"], headers
+    assert len(server.app.runs) == runs and not (server.app.results_dir / "forged").exists()
+    with urllib.request.urlopen(url + "/", timeout=30) as r:
+        assert "frame-ancestors 'none'" in r.headers["Content-Security-Policy"]
+        assert r.headers["X-Frame-Options"] == "DENY" and r.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_a_grid_name_on_disk_is_refused_or_resumed(server, url, results):
+    changed = yaml.safe_load((results.parent / "tiny.yaml").read_text())
+    changed["grid"] = {"model.n_embd": [8, 16, 32]}
+    status, refused = post(f"{url}/api/start", {"yaml": yaml.safe_dump(changed)})
+    assert status == 409 and "different definition" in refused["error"] and "another name" in refused["error"]
+    before = (results / "tiny" / "grid.json").read_text()
+    same = (results.parent / "tiny.yaml").read_text()
+    status, ask = post(f"{url}/api/start", {"yaml": same})
+    assert status == 409 and ask["resume"] is True and "resume it" in ask["error"]
+    assert (results / "tiny" / "grid.json").read_text() == before
+
+
+def test_stop_needs_a_live_runner(url):
+    status, body = post(f"{url}/api/stop", {"grid": "tiny"})
+    assert status == 409 and "no live runner" in body["error"]

@@ -15,13 +15,24 @@ in one tab does not block the grid list in another:
     GET  /api/generate?grid=&cell=&prompt=   Server-Sent Events, one `token` event per sampled token,
     POST /api/generate  {"grid", "cell", ...}  then `done` ({tokens, stop: "eot" | "max_tokens"})
     POST /api/validate  {"yaml": text}       -> {ok, error, name, cells}
-    POST /api/start     {"yaml": text}       validates, then runs `python -m ablations.run` on it
+    POST /api/start     {"yaml", "resume"?}  validates, then runs `python -m ablations.run` on it; a grid
+                                             of that name on disk is refused (409) when its cells differ,
+                                             and needs "resume": true when they are the same
+    POST /api/stop      {"grid"}             SIGTERM the grid's live runners on this host
     GET  /api/runs                           grids started from the page: pid, running, log tail
 
+A cell is `running` while its runner's claim heartbeat (ablations.claims) is alive and `stale` once
+the runner is gone, whatever its files' times say; rows carry the phase (training step i/N,
+evaluating, writing), elapsed time and an ETA, and grids their elapsed time and ETA.
+
 Only 127.0.0.1 is bound, and requests whose Host is not localhost are refused (a DNS-rebinding
-page cannot reach the API); POST bodies must be JSON, which a cross-site form cannot send without a
-CORS preflight this server never grants. Grid and cell names are checked against the folder-name
-pattern and must resolve inside the results folder. Errors are JSON `{"error": one line}`.
+page cannot reach the API). The API refuses requests that a browser marks as coming from another
+origin (`Origin`, `Sec-Fetch-Site`), and POST bodies must have exactly the media type
+application/json (a cross-site form or "simple" fetch cannot send it without a CORS preflight, which
+this server never grants). Every response forbids framing (`frame-ancestors 'none'`). Grid and cell
+names are checked against the folder-name pattern and must resolve inside the results folder;
+a grid folder that does not (a symlink out of it) is listed under `skipped` with the reason.
+Errors are JSON `{"error": one line}`.
 """
 
 from __future__ import annotations
@@ -35,6 +46,7 @@ import math
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -50,6 +62,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import torch
 import yaml
 
+from ablations.claims import claims_dir, is_stale, read_claim
 from ablations.grid import Grid, load_grid
 from ablations.results import cell_status
 from research.errors import ConfigError, UserError
@@ -62,19 +75,30 @@ NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 MAX_BODY = 1 << 20
 #: the most tokens one request may ask for; the page's default is 300
 MAX_NEW_TOKENS = 4000
-#: a partial cell whose files changed this recently counts as training now (seconds)
-ACTIVE_S = 120.0
 #: the final metrics the grid table shows first; units as in results/README.md
 HEADLINE = ["params", "val_loss", "val_ppl", "val_bpb", "test_ppl", "wall_s", "tokens_per_s"]
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "[::1]"}
+#: a cell's status: on disk (done, failed, partial, pending) or from its runner's claim (running, stale)
+STATUSES = ("done", "running", "stale", "partial", "failed", "pending")
+#: every response: no framing by any page (clickjacking), no content sniffing, nothing from elsewhere
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; script-src 'self' 'unsafe-inline'; "
+                               "style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+#: what Sec-Fetch-Site may say of a request to the API: from this app's own page, or typed by the user
+OWN_SITES = {"same-origin", "none"}
 
 
 class ApiError(Exception):
     """A request the client can fix; answered as JSON {"error": message} with this HTTP status."""
 
-    def __init__(self, status: HTTPStatus, message: str):
+    def __init__(self, status: HTTPStatus, message: str, **extra):
         super().__init__(message)
         self.status = status
+        self.extra = extra  # more fields of the JSON answer, e.g. {"resume": true}
 
 
 class ModelCache:
@@ -114,6 +138,15 @@ class Run:
     yaml_path: Path
     log_path: Path
     started: float = field(default_factory=time.time)
+
+    def stop(self) -> None:
+        """SIGTERM the runner and its workers (a session of their own); their claims go stale and the
+        next run of the same grid resumes the cells from their checkpoints."""
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
 
     def to_dict(self) -> dict:
         code = self.proc.poll()
@@ -209,22 +242,41 @@ class App:
         return self._child(self.grid_dir(grid), cell, "cell")
 
     # grids -----------------------------------------------------------------------------------
-    def grid_names(self) -> list[str]:
+    def grid_names(self) -> tuple[list[str], list[dict]]:
+        """Grid folders that can be shown, and the others with why they were skipped (a symlink out
+        of the results folder, a name that is not a folder name, an unreadable folder)."""
         if not self.results_dir.is_dir():
-            return []
-        return sorted(p.name for p in self.results_dir.iterdir()
-                      if p.is_dir() and NAME.fullmatch(p.name) and _is_grid(p))
+            return [], []
+        names, skipped = [], []
+        for p in sorted(self.results_dir.iterdir()):
+            if p.name.startswith((".", "_")) or not p.is_dir():
+                continue
+            try:
+                self.grid_dir(p.name)
+                if _is_grid(p):
+                    names.append(p.name)
+            except ApiError as e:
+                skipped.append({"name": p.name, "reason": str(e)})
+            except OSError as e:
+                skipped.append({"name": p.name, "reason": f"unreadable ({e.strerror})"})
+        return names, skipped
 
-    def list_grids(self) -> list[dict]:
-        out = []
-        for name in self.grid_names():
-            detail = self.grid_detail(name)
-            counts = {s: 0 for s in ("done", "partial", "failed", "pending")}
+    def list_grids(self) -> dict:
+        out, (names, skipped) = [], self.grid_names()
+        for name in names:
+            try:
+                detail = self.grid_detail(name)
+            except (ApiError, OSError) as e:
+                skipped.append({"name": name, "reason": str(e)})
+                continue
+            counts = {s: 0 for s in STATUSES}
             for row in detail["rows"]:
                 counts[row["status"]] += 1
+            counts["running_cells"] = counts.pop("running")  # "running": whether the grid is
             out.append({"name": name, "description": detail["description"], "cells": len(detail["rows"]),
-                        **counts, "running": detail["running"], "updated": detail["updated"]})
-        return out
+                        **counts, "running": detail["running"], "updated": detail["updated"],
+                        "elapsed_s": detail["elapsed_s"], "eta_s": detail["eta_s"]})
+        return {"grids": out, "skipped": skipped}
 
     def grid_detail(self, grid: str) -> dict:
         grid_dir = self.grid_dir(grid)
@@ -234,34 +286,54 @@ class App:
         on_disk = sorted(p.name for p in grid_dir.iterdir() if p.is_dir() and NAME.fullmatch(p.name)
                          and (p / "config.yaml").exists() and p.name not in ids)
         axes = [a for a in record.get("axes", []) if isinstance(a, str)]
-        rows = [self._row(grid_dir / c["id"], c, axes) for c in listed]
-        rows += [self._row(grid_dir / cid, {"id": cid}, axes) for cid in on_disk]
         now = time.time()
+        rows = [self._row(grid_dir, c, axes, now) for c in listed]
+        rows += [self._row(grid_dir, {"id": cid}, axes, now) for cid in on_disk]
         updated = max([r["updated"] for r in rows if r["updated"]] + [grid_dir.stat().st_mtime])
-        running = any(r["status"] == "partial" and now - (r["updated"] or 0) < ACTIVE_S for r in rows)
-        running = running or any(run["running"] for run in self.list_runs() if run["grid"] == grid)
+        started_here = any(run["running"] for run in self.list_runs() if run["grid"] == grid)
+        running = started_here or any(r["status"] == "running" for r in rows)
         names = {k for r in rows for k in r["metrics"]}
         metrics = [k for k in HEADLINE if k in names] + sorted(names - set(HEADLINE))
         return {"name": grid, "description": record.get("description", ""), "axes": axes, "metrics": metrics,
-                "rows": rows, "running": running, "updated": updated}
+                "rows": rows, "running": running, "updated": updated, **grid_times(rows, running, now)}
 
-    def _row(self, cell_dir: Path, listed: dict, axes: list[str]) -> dict:
+    def _row(self, grid_dir: Path, listed: dict, axes: list[str], now: float) -> dict:
+        """One cell: its status on disk, made `running` or `stale` by its runner's claim heartbeat
+        (ablations.claims), so a long evaluation stays running and a killed runner shows at once."""
+        cell_dir = grid_dir / listed["id"]
         status = cell_status(cell_dir)
         row = {"cell": listed["id"], "seed": listed.get("seed"), "status": status,
                "axes": {a: _short(listed.get("axes", {}).get(a)) for a in axes}, "metrics": {}, "progress": None,
-               "step": None, "max_steps": None, "updated": _mtime(cell_dir)}
+               "step": None, "max_steps": None, "phase": None, "elapsed_s": None, "eta_s": None, "wall_s": None,
+               "updated": _mtime(cell_dir)}
         if status == "done":
             metrics = _read_json(cell_dir / "metrics.json") or {}
             row["metrics"] = {k: (v if math.isfinite(v) else None) for k, v in metrics.items()
                               if isinstance(v, (int, float)) and not isinstance(v, bool)}  # NaN is not JSON
             row["progress"] = 1.0
-        elif status == "failed":
+            row["wall_s"] = row["metrics"].get("wall_s")
+            return row
+        if status == "failed":
             row["reason"] = (_read_json(cell_dir / "error.json") or {}).get("reason")
-        if status == "partial":
+        claim = read_claim(grid_dir, listed["id"])
+        if status == "partial" or claim is not None:
             curve = read_curve(cell_dir)
             row["step"], row["max_steps"] = curve["last_step"], curve["max_steps"]
             if row["step"] is not None and row["max_steps"]:
                 row["progress"] = min(1.0, (row["step"] + 1) / row["max_steps"])
+        if claim is None:
+            return row
+        row["runner"] = claim.get("runner")
+        since = claim.get("since")
+        if is_stale(claim):
+            row["status"], row["phase"] = "stale", "runner gone (heartbeat stopped); re-run the grid to resume"
+            return row
+        row["status"] = "running"
+        row["phase"] = cell_phase(cell_dir, row["step"], row["max_steps"])
+        if isinstance(since, (int, float)):
+            row["elapsed_s"] = max(0.0, now - since)
+            if row["phase"].startswith("training step") and row["progress"]:
+                row["eta_s"] = row["elapsed_s"] * (1 - row["progress"]) / row["progress"]
         return row
 
     def curve(self, grid: str, cell: str) -> dict:
@@ -284,7 +356,10 @@ class App:
         return {"ok": True, "error": None, "name": grid.name, "cells": [c.id for c in grid.cells],
                 "results": str(self.results_dir / grid.name)}
 
-    def start(self, text: str) -> dict:
+    def start(self, text: str, resume: bool = False) -> dict:
+        """Start a grid in a child runner. A grid of the same name already on disk is refused when
+        its cells differ (it would overwrite that grid's grid.json and summary), and, when they are
+        the same, started only with `resume` (the runner keeps finished cells)."""
         checked = self.validate(text)
         if not checked["ok"]:
             raise ApiError(HTTPStatus.BAD_REQUEST, checked["error"])
@@ -292,7 +367,8 @@ class App:
         with self._runs_lock:
             if any(r.grid == name and r.proc.poll() is None for r in self.runs):
                 raise ApiError(HTTPStatus.CONFLICT, f"grid '{name}' is already running from this app; wait for it "
-                                                    "to finish (its cells appear in the grid list)")
+                                                    "to finish or stop it")
+            self._check_collision(name, checked["cells"], resume)
             work = self.results_dir / "_app"
             work.mkdir(parents=True, exist_ok=True)
             stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -302,11 +378,54 @@ class App:
             with open(log_path, "wb") as out:
                 proc = subprocess.Popen([sys.executable, "-m", "ablations.run", str(yaml_path), "--results-dir",
                                          str(self.results_dir)], stdout=out, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL)
+                                        stdin=subprocess.DEVNULL, start_new_session=True)
             run = Run(name, proc, yaml_path, log_path)
             self.runs.append(run)
         log.info("started grid %s (pid %d), log %s", name, proc.pid, log_path)
         return {**checked, **run.to_dict()}
+
+    def _check_collision(self, name: str, cells: list[str], resume: bool) -> None:
+        grid_dir = self.results_dir / name
+        if not grid_dir.exists():
+            return
+        record = _read_json(grid_dir / "grid.json")
+        old = [c.get("id") for c in (record or {}).get("cells", []) if isinstance(c, dict)]
+        if record is None or set(old) != set(cells):
+            differ = len(set(old) ^ set(cells)) if record is not None else len(cells)
+            raise ApiError(HTTPStatus.CONFLICT, f"grid '{name}' already exists in {self.results_dir} with a "
+                                                f"different definition ({differ} cells differ); starting it would "
+                                                "overwrite its grid.json and summary: give this grid another name")
+        if not resume:
+            raise ApiError(HTTPStatus.CONFLICT, f"grid '{name}' already exists with this definition: resume it "
+                                                "(finished cells are kept)?", resume=True)
+
+    def stop(self, grid: str) -> dict:
+        """Stop a running grid: the runner started here (with its workers), and any runner on this
+        host whose claim heartbeat holds one of the grid's cells. Runners on other hosts are listed,
+        not touched. Their claims go stale; starting the grid again resumes it."""
+        grid_dir = self.grid_dir(grid)
+        stopped: list[int] = []
+        with self._runs_lock:
+            for run in self.runs:
+                if run.grid == grid and run.proc.poll() is None:
+                    run.stop()
+                    stopped.append(run.proc.pid)
+        elsewhere = []
+        folder = claims_dir(grid_dir)
+        for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+            claim = read_claim(grid_dir, path.stem)
+            if claim is None or is_stale(claim):
+                continue
+            pid = int(claim.get("pid", -1))
+            if claim.get("host") != socket.gethostname():
+                elsewhere.append(str(claim.get("runner")))
+            elif pid not in stopped and _is_runner(pid):
+                os.kill(pid, signal.SIGTERM)
+                stopped.append(pid)
+        if not stopped and not elsewhere:
+            raise ApiError(HTTPStatus.CONFLICT, f"grid '{grid}' has no live runner to stop")
+        log.info("stopped grid %s: pids %s", grid, stopped)
+        return {"grid": grid, "stopped": stopped, "elsewhere": elsewhere}
 
     def list_runs(self) -> list[dict]:
         with self._runs_lock:
@@ -316,8 +435,7 @@ class App:
         """Stop the grids started here; the runner resumes them on the next run of the same file."""
         with self._runs_lock:
             for run in self.runs:
-                if run.proc.poll() is None:
-                    run.proc.terminate()
+                run.stop()
             for run in self.runs:
                 try:
                     run.proc.wait(timeout=10)
@@ -374,6 +492,58 @@ class App:
                 "tokens_per_s": len(out) / seconds if seconds > 0 else None}
         emit("done", done)
         return done
+
+
+def cell_phase(cell_dir: Path, step: int | None, max_steps: int | None) -> str:
+    """What a running cell is doing, from the files the trainer writes in order: config.yaml, the
+    training log (Lightning flushes it every 100 steps, so the step shown may lag), model.pt (then
+    samples and evals), metrics.json, DONE."""
+    if (cell_dir / "metrics.json").exists():
+        return "writing results"
+    if (cell_dir / "model.pt").exists():
+        return "evaluating (samples, evals)"
+    if not (cell_dir / "config.yaml").exists():
+        return "starting (loading data)"
+    if step is None:
+        return "training (no step logged yet)"
+    if max_steps and step + 1 >= max_steps:
+        return "evaluating (final validation)"
+    return f"training step {step + 1}/{max_steps or '?'}"
+
+
+def grid_times(rows: list[dict], running: bool, now: float) -> dict:
+    """The grid's elapsed wall clock (seconds, from its first cell's start) and, while it runs, an
+    estimate of the time left: the running cells' own estimates, plus the cells still waiting at
+    the mean wall clock of the finished ones, shared among the live runners."""
+    starts = [now - r["elapsed_s"] for r in rows if r["elapsed_s"] is not None]
+    ends = []
+    for r in rows:
+        if r["status"] == "done" and r["wall_s"] and r["updated"]:
+            starts.append(r["updated"] - r["wall_s"])
+            ends.append(r["updated"])
+    if not starts:
+        return {"elapsed_s": None, "eta_s": None}
+    elapsed = (now if running else max(ends or [now])) - min(starts)
+    if not running:
+        return {"elapsed_s": elapsed, "eta_s": None}
+    live = [r for r in rows if r["status"] == "running"]
+    waiting = sum(r["status"] in ("pending", "partial", "stale") for r in rows)
+    walls = [r["wall_s"] for r in rows if r["status"] == "done" and r["wall_s"]]
+    walls = walls or [r["elapsed_s"] + r["eta_s"] for r in live if r["eta_s"] is not None]
+    own = [r["eta_s"] for r in live if r["eta_s"] is not None]
+    if (waiting and not walls) or (live and not own):
+        return {"elapsed_s": elapsed, "eta_s": None}
+    eta = max(own, default=0.0) + waiting * (sum(walls) / len(walls) if walls else 0.0) / max(1, len(live))
+    return {"elapsed_s": elapsed, "eta_s": eta}
+
+
+def _is_runner(pid: int) -> bool:
+    """Whether `pid` on this host is a grid runner (`-m ablations.run`), not a process that took a
+    dead runner's pid."""
+    try:
+        return b"ablations.run" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
 
 
 def _is_grid(path: Path) -> bool:
@@ -468,6 +638,7 @@ class Handler(BaseHTTPRequestHandler):
     POST_ROUTES = [
         (re.compile(r"/api/validate"), "post_validate"),
         (re.compile(r"/api/start"), "post_start"),
+        (re.compile(r"/api/stop"), "post_stop"),
         (re.compile(r"/api/generate"), "generate"),
     ]
 
@@ -484,6 +655,8 @@ class Handler(BaseHTTPRequestHandler):
             host = (self.headers.get("Host") or "").rsplit(":", 1)[0]
             if host not in LOCAL_HOSTS:
                 raise ApiError(HTTPStatus.FORBIDDEN, f"Host '{host}' refused: open the app at http://127.0.0.1")
+            if url.path != "/":  # the page itself may be opened from a link; the API only from the page
+                self._check_origin()
             for pattern, name in routes:
                 match = pattern.fullmatch(url.path)
                 if match:
@@ -491,7 +664,7 @@ class Handler(BaseHTTPRequestHandler):
                     return
             raise ApiError(HTTPStatus.NOT_FOUND, f"no such page: {self.command} {url.path}")
         except ApiError as e:
-            self._json({"error": str(e)}, e.status)
+            self._json({"error": str(e), **e.extra}, e.status)
         except UserError as e:
             self._json({"error": str(e)}, HTTPStatus.BAD_REQUEST)
         except (BrokenPipeError, ConnectionResetError):
@@ -501,12 +674,30 @@ class Handler(BaseHTTPRequestHandler):
             self._json({"error": f"internal error: {type(e).__name__}: {e}".splitlines()[0]},
                        HTTPStatus.INTERNAL_SERVER_ERROR)
 
+    def _check_origin(self) -> None:
+        """Refuse what another page (another origin: a site, or another port of this host) sends
+        the API: a browser names the sender in `Origin` (POST, cross-origin fetch) and
+        `Sec-Fetch-Site` (every request). Clients without either (curl, Python) are not browsers
+        and cannot carry a visitor's request."""
+        port = self.server.server_address[1]
+        origin = self.headers.get("Origin")
+        if origin is not None and origin not in {f"http://{h}:{port}" for h in LOCAL_HOSTS}:
+            raise ApiError(HTTPStatus.FORBIDDEN, f"Origin '{origin}' refused: the API answers only this app's page")
+        site = self.headers.get("Sec-Fetch-Site")
+        if site is not None and site not in OWN_SITES:
+            raise ApiError(HTTPStatus.FORBIDDEN, f"a {site} request refused: the API answers only this app's page")
+
     # responses -------------------------------------------------------------------------------
+    def _headers(self) -> None:
+        for key, value in SECURITY_HEADERS.items():
+            self.send_header(key, value)
+        self.send_header("Cache-Control", "no-store")
+
     def _send(self, body: bytes, content_type: str, status: HTTPStatus = HTTPStatus.OK) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
+        self._headers()
         self.end_headers()
         self.wfile.write(body)
 
@@ -514,7 +705,8 @@ class Handler(BaseHTTPRequestHandler):
         self._send(json.dumps(obj, default=str, allow_nan=False).encode(), "application/json", status)
 
     def _body(self) -> dict:
-        if "application/json" not in (self.headers.get("Content-Type") or ""):
+        media_type = (self.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
+        if media_type != "application/json":  # exactly: text/plain; x=application/json is a form's type
             raise ApiError(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "send the body as JSON (Content-Type: application/json)")
         length = int(self.headers.get("Content-Length") or 0)
         if length > MAX_BODY:
@@ -539,7 +731,7 @@ class Handler(BaseHTTPRequestHandler):
         self._send(html, "text/html; charset=utf-8")
 
     def get_grids(self) -> None:
-        self._json({"results_dir": str(self.app.results_dir), "grids": self.app.list_grids()})
+        self._json({"results_dir": str(self.app.results_dir), **self.app.list_grids()})
 
     def get_grid(self, grid: str) -> None:
         self._json(self.app.grid_detail(grid))
@@ -557,7 +749,16 @@ class Handler(BaseHTTPRequestHandler):
         self._json(self.app.validate(self._yaml()))
 
     def post_start(self) -> None:
-        self._json(self.app.start(self._yaml()))
+        body = self._body()
+        if not isinstance(body.get("yaml"), str):
+            raise ApiError(HTTPStatus.BAD_REQUEST, "send the grid as {\"yaml\": \"...text...\"}")
+        self._json(self.app.start(body["yaml"], resume=body.get("resume") is True))
+
+    def post_stop(self) -> None:
+        grid = self._body().get("grid")
+        if not isinstance(grid, str):
+            raise ApiError(HTTPStatus.BAD_REQUEST, "send the grid to stop as {\"grid\": \"name\"}")
+        self._json(self.app.stop(grid))
 
     def generate(self) -> None:
         params = self._body() if self.command == "POST" else dict(self.query)
@@ -565,7 +766,7 @@ class Handler(BaseHTTPRequestHandler):
         loaded = self.app.load(req)  # errors before the stream starts are plain JSON
         self.send_response(HTTPStatus.OK)
         self.send_header("Content-Type", "text/event-stream; charset=utf-8")
-        self.send_header("Cache-Control", "no-store")
+        self._headers()
         self.end_headers()
 
         def emit(event: str, data: dict) -> None:
