@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 
-from research.app.server import make_server
+from research.app.server import Server
 from research.checkpoint import load_cell
 from tests.helpers import TINY_BASE, run_cli, write_grid
 
@@ -38,19 +38,15 @@ def results(tmp_path_factory) -> Path:
 def server(results):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as `python -m research.app` does (its --threads)
-    srv = make_server(results, port=0, cache_size=1)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
+    srv = Server(results, port=0, cache_size=1).start()
     yield srv
-    srv.shutdown()
-    srv.server_close()
-    srv.app.close()
+    srv.stop()
     torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
 def url(server) -> str:
-    return f"http://127.0.0.1:{server.server_address[1]}"
+    return f"http://127.0.0.1:{server.port}"
 
 
 @pytest.fixture(scope="module")
@@ -184,7 +180,7 @@ def test_unfinished_cell_cannot_be_prompted(url, results, cells):
 def test_model_cache_keeps_the_most_recent(server, url, cells):
     for cell in cells:
         generate(url, grid="tiny", cell=cell, max_tokens=1, seed=0)
-    assert len(server.app.models) == 1  # cache_size=1: the first cell was evicted
+    assert len(server.core.models) == 1  # cache_size=1: the first cell was evicted
 
 
 def test_paths_outside_the_results_folder_are_refused(url, results):
@@ -249,7 +245,7 @@ def test_start_runs_the_grid_in_the_background(server, url, results):
     grid = wait_for(listed)  # the runner's grid.json makes it visible with its cells
     assert grid["cells"] == 1 and grid["running"] and grid["done"] == 0
     assert "_app" not in {g["name"] for g in json.loads(get(f"{url}/api/grids")[1])["grids"]}
-    server.app.close()  # stop it rather than let 400 steps compete with the next tests for the CPU
+    server.core.close()  # stop it rather than let 400 steps compete with the next tests for the CPU
     assert not json.loads(get(f"{url}/api/runs")[1])["runs"][-1]["running"]
 
 
@@ -394,7 +390,7 @@ def test_a_symlinked_grid_is_skipped_not_fatal(url, results, tmp_path):
 
 
 def test_cross_origin_and_wrong_media_types_are_refused(server, url):
-    runs = len(server.app.runs)
+    runs = len(server.core.runs)
     text = started_grid("forged", max_steps=5)
     body = json.dumps({"yaml": text}).encode()
     cases = [
@@ -409,7 +405,7 @@ def test_cross_origin_and_wrong_media_types_are_refused(server, url):
         with pytest.raises(urllib.error.HTTPError) as err:
             urllib.request.urlopen(req, timeout=30)
         assert err.value.code == code and message in json.loads(err.value.read())["error"], headers
-    assert len(server.app.runs) == runs and not (server.app.results_dir / "forged").exists()
+    assert len(server.core.runs) == runs and not (server.core.results_dir / "forged").exists()
     with urllib.request.urlopen(url + "/", timeout=30) as r:
         assert "frame-ancestors 'none'" in r.headers["Content-Security-Policy"]
         assert r.headers["X-Frame-Options"] == "DENY" and r.headers["X-Content-Type-Options"] == "nosniff"
@@ -472,7 +468,7 @@ def test_browser_second_origin_cannot_start_a_grid_or_frame_the_app(page, server
     attacker = page.context.browser.new_page()
     answers: list[int] = []
     attacker.on("response", lambda r: answers.append(r.status) if "/api/start" in r.url else None)
-    runs = len(server.app.runs)
+    runs = len(server.core.runs)
     try:
         attacker.goto(f"{origin}/attack.html")
         attacker.wait_for_function("document.title === 'sent'")
@@ -482,7 +478,7 @@ def test_browser_second_origin_cannot_start_a_grid_or_frame_the_app(page, server
     finally:
         attacker.close()
     assert answers == [403, 403], answers
-    assert len(server.app.runs) == runs and not (server.app.results_dir / "forged").exists()
+    assert len(server.core.runs) == runs and not (server.core.results_dir / "forged").exists()
 
 
 def test_browser_liveness_and_eta_of_a_runner_killed_from_the_command_line(page, url, results, tmp_path):

@@ -3,9 +3,9 @@
     python -m research.app                          # serves ./results on http://127.0.0.1:7860/
     python -m research.app --results-dir runs --port 0
 
-One page (`page.html`, inline JS/CSS/SVG: no CDN, works offline) over a small JSON API served by
-the standard library's `ThreadingHTTPServer`, so there is nothing to install and a long generation
-in one tab does not block the grid list in another:
+One page (`page.html`; its scripts and styles come from this package: no CDN, works offline) over
+a small JSON API: a Starlette application served by uvicorn, whose synchronous handlers run in a
+thread pool, so a long generation in one tab does not block the grid list in another:
 
     GET  /                                   the page
     GET  /api/grids                          grids in the results folder, with cell counts by status
@@ -44,6 +44,7 @@ import json
 import logging
 import math
 import os
+import queue
 import re
 import signal
 import socket
@@ -52,15 +53,22 @@ import sys
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
 
 import torch
 import yaml
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ablations.claims import claims_dir, is_stale, read_claim
 from ablations.grid import Grid, load_grid
@@ -88,6 +96,7 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
+SECURITY_HEADER_BYTES = [(k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
 #: what Sec-Fetch-Site may say of a request to the API: from this app's own page, or typed by the user
 OWN_SITES = {"same-origin", "none"}
 
@@ -618,181 +627,236 @@ def _float(text) -> float | None:
     return value if math.isfinite(value) else None
 
 
-class Handler(BaseHTTPRequestHandler):
-    """Routes a request to an `App` method; see the module docstring for the API."""
+# HTTP: Starlette routes over `App`, served by uvicorn ----------------------------------------------
 
-    app: App  # set on the subclass that make_server builds
-    server_version = "research-app"
-    #: one small write per streamed token: with Nagle's algorithm each waits ~40 ms for the last one's ACK
-    disable_nagle_algorithm = True
 
-    GET_ROUTES = [
-        (re.compile(r"/"), "page"),
-        (re.compile(r"/api/grids"), "get_grids"),
-        (re.compile(r"/api/grid/([^/]+)"), "get_grid"),
-        (re.compile(r"/api/grid/([^/]+)/curves"), "get_grid_curves"),
-        (re.compile(r"/api/cell/([^/]+)/([^/]+)/curve"), "get_curve"),
-        (re.compile(r"/api/runs"), "get_runs"),
-        (re.compile(r"/api/generate"), "generate"),
-    ]
-    POST_ROUTES = [
-        (re.compile(r"/api/validate"), "post_validate"),
-        (re.compile(r"/api/start"), "post_start"),
-        (re.compile(r"/api/stop"), "post_stop"),
-        (re.compile(r"/api/generate"), "generate"),
-    ]
+def guard(app: ASGIApp, port: Callable[[], int]) -> ASGIApp:
+    """ASGI middleware: refuse a Host that is not this machine (DNS rebinding) and API requests a
+    browser marks as sent by another origin; add SECURITY_HEADERS to every response."""
 
-    def do_GET(self):
-        self._dispatch(self.GET_ROUTES)
-
-    def do_POST(self):
-        self._dispatch(self.POST_ROUTES)
-
-    def _dispatch(self, routes) -> None:
-        url = urlsplit(self.path)
-        self.query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await app(scope, receive, send)
+        headers = Headers(scope=scope)
         try:
-            host = (self.headers.get("Host") or "").rsplit(":", 1)[0]
+            host = (headers.get("host") or "").rsplit(":", 1)[0]
             if host not in LOCAL_HOSTS:
                 raise ApiError(HTTPStatus.FORBIDDEN, f"Host '{host}' refused: open the app at http://127.0.0.1")
-            if url.path != "/":  # the page itself may be opened from a link; the API only from the page
-                self._check_origin()
-            for pattern, name in routes:
-                match = pattern.fullmatch(url.path)
-                if match:
-                    getattr(self, name)(*(unquote(g) for g in match.groups()))
-                    return
-            raise ApiError(HTTPStatus.NOT_FOUND, f"no such page: {self.command} {url.path}")
+            if scope["path"] != "/":  # the page itself may be opened from a link; the API only from the page
+                check_origin(headers, port())
         except ApiError as e:
-            self._json({"error": str(e), **e.extra}, e.status)
-        except UserError as e:
-            self._json({"error": str(e)}, HTTPStatus.BAD_REQUEST)
-        except (BrokenPipeError, ConnectionResetError):
-            log.debug("client went away: %s", self.path)
-        except Exception as e:  # noqa: BLE001 - a bug: keep serving, log the traceback, answer one line
-            log.exception("%s %s failed", self.command, self.path)
-            self._json({"error": f"internal error: {type(e).__name__}: {e}".splitlines()[0]},
-                       HTTPStatus.INTERNAL_SERVER_ERROR)
+            return await error_response(e.status, str(e))(scope, receive, secured(send))
+        await app(scope, receive, secured(send))
 
-    def _check_origin(self) -> None:
-        """Refuse what another page (another origin: a site, or another port of this host) sends
-        the API: a browser names the sender in `Origin` (POST, cross-origin fetch) and
-        `Sec-Fetch-Site` (every request). Clients without either (curl, Python) are not browsers
-        and cannot carry a visitor's request."""
-        port = self.server.server_address[1]
-        origin = self.headers.get("Origin")
-        if origin is not None and origin not in {f"http://{h}:{port}" for h in LOCAL_HOSTS}:
-            raise ApiError(HTTPStatus.FORBIDDEN, f"Origin '{origin}' refused: the API answers only this app's page")
-        site = self.headers.get("Sec-Fetch-Site")
-        if site is not None and site not in OWN_SITES:
-            raise ApiError(HTTPStatus.FORBIDDEN, f"a {site} request refused: the API answers only this app's page")
+    def secured(send: Send) -> Send:
+        async def wrapped(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], *SECURITY_HEADER_BYTES]
+            await send(message)
 
-    # responses -------------------------------------------------------------------------------
-    def _headers(self) -> None:
-        for key, value in SECURITY_HEADERS.items():
-            self.send_header(key, value)
-        self.send_header("Cache-Control", "no-store")
+        return wrapped
 
-    def _send(self, body: bytes, content_type: str, status: HTTPStatus = HTTPStatus.OK) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self._headers()
-        self.end_headers()
-        self.wfile.write(body)
+    return middleware
 
-    def _json(self, obj, status: HTTPStatus = HTTPStatus.OK) -> None:
-        self._send(json.dumps(obj, default=str, allow_nan=False).encode(), "application/json", status)
 
-    def _body(self) -> dict:
-        media_type = (self.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
-        if media_type != "application/json":  # exactly: text/plain; x=application/json is a form's type
-            raise ApiError(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "send the body as JSON (Content-Type: application/json)")
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_BODY:
-            raise ApiError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"body is {length} bytes; the limit is {MAX_BODY}")
-        try:
-            body = json.loads(self.rfile.read(length) or b"{}")
-        except ValueError:
-            raise ApiError(HTTPStatus.BAD_REQUEST, "the body is not valid JSON") from None
-        if not isinstance(body, dict):
-            raise ApiError(HTTPStatus.BAD_REQUEST, "the body must be a JSON object")
-        return body
+def check_origin(headers: Headers, port: int) -> None:
+    """Refuse what another page (another origin: a site, or another port of this host) sends the
+    API: a browser names the sender in `Origin` (POST, cross-origin fetch) and `Sec-Fetch-Site`
+    (every request). Clients without either (curl, Python) are not browsers and cannot carry a
+    visitor's request."""
+    origin = headers.get("origin")
+    if origin is not None and origin not in {f"http://{h}:{port}" for h in LOCAL_HOSTS}:
+        raise ApiError(HTTPStatus.FORBIDDEN, f"Origin '{origin}' refused: the API answers only this app's page")
+    site = headers.get("sec-fetch-site")
+    if site is not None and site not in OWN_SITES:
+        raise ApiError(HTTPStatus.FORBIDDEN, f"a {site} request refused: the API answers only this app's page")
 
-    def _yaml(self) -> str:
-        text = self._body().get("yaml")
-        if not isinstance(text, str):
-            raise ApiError(HTTPStatus.BAD_REQUEST, "send the grid as {\"yaml\": \"...text...\"}")
-        return text
 
-    # routes ----------------------------------------------------------------------------------
-    def page(self) -> None:
+def error_response(status: int, message: str, **extra) -> JSONResponse:
+    return JSONResponse({"error": message, **extra}, status_code=status, headers={"Cache-Control": "no-store"})
+
+
+def json_response(obj) -> Response:
+    body = json.dumps(obj, default=str, allow_nan=False).encode()
+    return Response(body, media_type="application/json", headers={"Cache-Control": "no-store"})
+
+
+async def json_body(request: Request) -> dict:
+    """The request's JSON object; the media type must be exactly application/json (a cross-site form
+    or "simple" fetch can send `text/plain; x=application/json`, never this without a preflight)."""
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type != "application/json":
+        raise ApiError(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "send the body as JSON (Content-Type: application/json)")
+    length = int(request.headers.get("content-length") or 0)
+    if length > MAX_BODY:
+        raise ApiError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"body is {length} bytes; the limit is {MAX_BODY}")
+    raw = await request.body()
+    if len(raw) > MAX_BODY:
+        raise ApiError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"body is {len(raw)} bytes; the limit is {MAX_BODY}")
+    try:
+        body = json.loads(raw or b"{}")
+    except ValueError:
+        raise ApiError(HTTPStatus.BAD_REQUEST, "the body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise ApiError(HTTPStatus.BAD_REQUEST, "the body must be a JSON object")
+    return body
+
+
+def _field(body: dict, key: str, example: str) -> str:
+    value = body.get(key)
+    if not isinstance(value, str):
+        raise ApiError(HTTPStatus.BAD_REQUEST, f"send {{\"{key}\": {example}}}")
+    return value
+
+
+def make_app(results_dir: Path, cache_size: int = 4) -> Starlette:
+    """The Starlette application over `results_dir`; `app.state.core` is its `App`."""
+    core = App(results_dir, cache_size)
+
+    def page(request: Request) -> Response:
         html = importlib.resources.files("research.app").joinpath("page.html").read_bytes()
-        self._send(html, "text/html; charset=utf-8")
+        return Response(html, media_type="text/html; charset=utf-8", headers={"Cache-Control": "no-store"})
 
-    def get_grids(self) -> None:
-        self._json({"results_dir": str(self.app.results_dir), **self.app.list_grids()})
+    def grids(request: Request) -> Response:
+        return json_response({"results_dir": str(core.results_dir), **core.list_grids()})
 
-    def get_grid(self, grid: str) -> None:
-        self._json(self.app.grid_detail(grid))
+    def grid(request: Request) -> Response:
+        return json_response(core.grid_detail(request.path_params["grid"]))
 
-    def get_grid_curves(self, grid: str) -> None:
-        self._json(self.app.grid_curves(grid))
+    def grid_curves(request: Request) -> Response:
+        return json_response(core.grid_curves(request.path_params["grid"]))
 
-    def get_curve(self, grid: str, cell: str) -> None:
-        self._json(self.app.curve(grid, cell))
+    def curve(request: Request) -> Response:
+        return json_response(core.curve(request.path_params["grid"], request.path_params["cell"]))
 
-    def get_runs(self) -> None:
-        self._json({"runs": self.app.list_runs()})
+    def runs(request: Request) -> Response:
+        return json_response({"runs": core.list_runs()})
 
-    def post_validate(self) -> None:
-        self._json(self.app.validate(self._yaml()))
+    async def validate(request: Request) -> Response:
+        text = _field(await json_body(request), "yaml", '"...grid text..."')
+        return json_response(await run_in_threadpool(core.validate, text))
 
-    def post_start(self) -> None:
-        body = self._body()
-        if not isinstance(body.get("yaml"), str):
-            raise ApiError(HTTPStatus.BAD_REQUEST, "send the grid as {\"yaml\": \"...text...\"}")
-        self._json(self.app.start(body["yaml"], resume=body.get("resume") is True))
+    async def start(request: Request) -> Response:
+        body = await json_body(request)
+        text = _field(body, "yaml", '"...grid text..."')
+        return json_response(await run_in_threadpool(core.start, text, body.get("resume") is True))
 
-    def post_stop(self) -> None:
-        grid = self._body().get("grid")
-        if not isinstance(grid, str):
-            raise ApiError(HTTPStatus.BAD_REQUEST, "send the grid to stop as {\"grid\": \"name\"}")
-        self._json(self.app.stop(grid))
+    async def stop(request: Request) -> Response:
+        name = _field(await json_body(request), "grid", '"name"')
+        return json_response(await run_in_threadpool(core.stop, name))
 
-    def generate(self) -> None:
-        params = self._body() if self.command == "POST" else dict(self.query)
+    async def generate(request: Request) -> Response:
+        params = await json_body(request) if request.method == "POST" else dict(request.query_params)
         req = GenerateRequest.parse(params)
-        loaded = self.app.load(req)  # errors before the stream starts are plain JSON
-        self.send_response(HTTPStatus.OK)
-        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
-        self._headers()
-        self.end_headers()
+        loaded = await run_in_threadpool(core.load, req)  # errors before the stream starts are plain JSON
+        return StreamingResponse(event_stream(core, loaded, req), media_type="text/event-stream; charset=utf-8",
+                                 headers={"Cache-Control": "no-store"})
 
-        def emit(event: str, data: dict) -> None:
-            self.wfile.write(f"event: {event}\ndata: {json.dumps(data)}\n\n".encode())
-            self.wfile.flush()
+    async def api_error(request: Request, exc: ApiError) -> Response:
+        return error_response(exc.status, str(exc), **exc.extra)
 
+    async def user_error(request: Request, exc: UserError) -> Response:
+        return error_response(HTTPStatus.BAD_REQUEST, str(exc))
+
+    async def not_found(request: Request, exc: HTTPException) -> Response:
+        if exc.status_code == HTTPStatus.NOT_FOUND:
+            return error_response(exc.status_code, f"no such page: {request.method} {request.url.path}")
+        return error_response(exc.status_code, exc.detail)
+
+    async def internal(request: Request, exc: Exception) -> Response:
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return error_response(HTTPStatus.INTERNAL_SERVER_ERROR,
+                              f"internal error: {type(exc).__name__}: {exc}".splitlines()[0])
+
+    routes = [
+        Route("/", page),
+        Route("/api/grids", grids),
+        Route("/api/grid/{grid}", grid),
+        Route("/api/grid/{grid}/curves", grid_curves),
+        Route("/api/cell/{grid}/{cell}/curve", curve),
+        Route("/api/runs", runs),
+        Route("/api/generate", generate, methods=["GET", "POST"]),
+        Route("/api/validate", validate, methods=["POST"]),
+        Route("/api/start", start, methods=["POST"]),
+        Route("/api/stop", stop, methods=["POST"]),
+    ]
+    handlers = {ApiError: api_error, UserError: user_error, HTTPException: not_found, Exception: internal}
+    app = Starlette(routes=routes, exception_handlers=handlers)
+    app.state.core = core
+    app.state.port = 0
+    app.add_middleware(guard, port=lambda: app.state.port)
+    return app
+
+
+def event_stream(core: App, loaded, req: GenerateRequest) -> Iterator[str]:
+    """Server-Sent Events from a sampling thread: each `token`, then `done` (or `error`). When the
+    client goes away Starlette closes this generator, which stops the sampling at the next token."""
+    events: queue.Queue = queue.Queue(maxsize=256)
+    cancelled = threading.Event()
+
+    def emit(event: str, data: dict) -> None:
+        if cancelled.is_set():
+            raise GenerationCancelled
+        events.put((event, data))
+
+    def work() -> None:
         try:
-            self.app.stream(loaded, req, emit)
-        except (BrokenPipeError, ConnectionResetError):
-            raise
+            core.stream(loaded, req, emit)
+        except GenerationCancelled:
+            return
         except Exception as e:  # noqa: BLE001 - the headers are sent: report in the stream, keep the server up
             log.exception("generation failed for %s/%s", req.grid, req.cell)
-            emit("error", {"error": f"{type(e).__name__}: {e}".splitlines()[0]})
+            events.put(("error", {"error": f"{type(e).__name__}: {e}".splitlines()[0]}))
+        events.put(None)
 
-    def log_message(self, format, *args) -> None:  # noqa: A002 - the base class's signature
-        log.debug("%s %s", self.address_string(), format % args)
+    threading.Thread(target=work, daemon=True, name="generate").start()
+    try:
+        while (item := events.get()) is not None:
+            event, data = item
+            yield f"event: {event}\ndata: {json.dumps(data)}\n\n"
+    finally:
+        cancelled.set()
 
 
-def make_server(results_dir: Path, port: int = 7860, cache_size: int = 4) -> ThreadingHTTPServer:
-    """A server bound to 127.0.0.1 (port 0 picks a free one); `server.app` is its `App`."""
-    app = App(results_dir, cache_size)
-    handler = type("BoundHandler", (Handler,), {"app": app})
-    server = ThreadingHTTPServer(("127.0.0.1", port), handler)
-    server.daemon_threads = True
-    server.app = app
-    return server
+class GenerationCancelled(Exception):
+    """The client closed the stream: sampling stops."""
+
+
+class Server:
+    """uvicorn serving `make_app` on 127.0.0.1 in a background thread (port 0 picks a free one)."""
+
+    def __init__(self, results_dir: Path, port: int = 7860, cache_size: int = 4):
+        import uvicorn
+
+        self.app = make_app(results_dir, cache_size)
+        self.core: App = self.app.state.core
+        self.socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.socket.bind(("127.0.0.1", port))
+        self.port = self.app.state.port = self.socket.getsockname()[1]
+        config = uvicorn.Config(self.app, log_level="warning", access_log=False, timeout_graceful_shutdown=1)
+        self.uvicorn = uvicorn.Server(config)
+        self._thread: threading.Thread | None = None
+
+    def run(self) -> None:
+        """Serve in this thread until `stop()` (or Ctrl-C)."""
+        self.uvicorn.run(sockets=[self.socket])
+
+    def start(self) -> Server:
+        self._thread = threading.Thread(target=self.run, daemon=True, name="uvicorn")
+        self._thread.start()
+        deadline = time.time() + 30
+        while not self.uvicorn.started and time.time() < deadline:
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self.uvicorn.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self.socket.close()
+        self.core.close()
 
 
 def parse_args(argv):
@@ -817,17 +881,14 @@ def main(argv=None) -> int:
         raise ConfigError(f"--threads {args.threads}: use at least 1 thread")
     torch.set_num_threads(args.threads)
     try:
-        server = make_server(results, args.port, args.models)
+        server = Server(results, args.port, args.models)
     except OSError as e:
         raise UserError(f"--port {args.port}: cannot listen on 127.0.0.1 ({e.strerror}); pick another port, "
                         "or --port 0 for a free one") from None
-    print(f"serving {server.app.results_dir} on http://127.0.0.1:{server.server_address[1]}/", flush=True)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # `kill` stops the grids started here too
+    print(f"serving {server.core.results_dir} on http://127.0.0.1:{server.port}/", flush=True)
     try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+        server.run()  # uvicorn stops on SIGINT / SIGTERM
     finally:
-        server.server_close()
-        server.app.close()
+        server.socket.close()
+        server.core.close()  # stops the grids started here too
     return 0
