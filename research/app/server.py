@@ -67,7 +67,8 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ablations.claims import claims_dir, is_stale, read_claim
@@ -780,6 +781,7 @@ def make_app(results_dir: Path, cache_size: int = 4) -> Starlette:
         Route("/api/validate", validate, methods=["POST"]),
         Route("/api/start", start, methods=["POST"]),
         Route("/api/stop", stop, methods=["POST"]),
+        Mount("/static", StaticFiles(packages=[("research.app", "static")]), name="static"),  # uPlot, MIT
     ]
     handlers = {ApiError: api_error, UserError: user_error, HTTPException: not_found, Exception: internal}
     app = Starlette(routes=routes, exception_handlers=handlers)
