@@ -552,3 +552,12 @@ def test_browser_keeps_the_selection_in_the_url_and_sorts_cells_naturally(page, 
     page.wait_for_selector("#curve canvas")
     ticks = page.evaluate("() => state.chart.yLabels")  # the y-axis labels as drawn
     assert len(ticks) >= 2 and len(set(ticks)) == len(ticks), ticks
+
+
+def test_the_pages_example_grid_is_valid(url):
+    html = get(url + "/")[1].decode()
+    example = html.split('<textarea id="yaml"', 1)[1].split(">", 1)[1].split("</textarea>", 1)[0]
+    status, res = post(f"{url}/api/validate", {"yaml": example})
+    assert status == 200 and res["ok"], res["error"]
+    status, js = get(url + "/static/uPlot.iife.min.js")  # the chart library comes from the package
+    assert status == 200 and js.startswith(b"/*! https://github.com/leeoniya/uPlot (v1.6.32) */")
