@@ -797,20 +797,27 @@ def event_stream(core: App, loaded, req: GenerateRequest) -> Iterator[str]:
     events: queue.Queue = queue.Queue(maxsize=256)
     cancelled = threading.Event()
 
-    def emit(event: str, data: dict) -> None:
-        if cancelled.is_set():
-            raise GenerationCancelled
-        events.put((event, data))
+    def put(item) -> None:
+        while not cancelled.is_set():  # a full queue (a reader that went away) must not block for ever
+            try:
+                return events.put(item, timeout=0.5)
+            except queue.Full:
+                continue
+        raise GenerationCancelled
 
     def work() -> None:
         try:
-            core.stream(loaded, req, emit)
+            core.stream(loaded, req, lambda event, data: put((event, data)))
+            put(None)
         except GenerationCancelled:
             return
         except Exception as e:  # noqa: BLE001 - the headers are sent: report in the stream, keep the server up
             log.exception("generation failed for %s/%s", req.grid, req.cell)
-            events.put(("error", {"error": f"{type(e).__name__}: {e}".splitlines()[0]}))
-        events.put(None)
+            try:
+                put(("error", {"error": f"{type(e).__name__}: {e}".splitlines()[0]}))
+                put(None)
+            except GenerationCancelled:
+                return
 
     threading.Thread(target=work, daemon=True, name="generate").start()
     try:
