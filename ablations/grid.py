@@ -27,6 +27,8 @@ from typing import Any
 
 import yaml
 
+from evals.run import check_eval_config
+from research.checks import check_runnable
 from research.config import RunConfig, get_dotted, set_dotted
 from research.errors import ConfigError, UserError, did_you_mean
 
@@ -115,7 +117,8 @@ def load_grid(path: Path | None, overrides: dict[str, Any] | None = None, raw: d
                 config = RunConfig.from_dict(cell_raw)
             except ConfigError as e:
                 raise ConfigError(f"{where}: cell {label}: {e}") from None
-            _check_files(config, f"{where}: cell {label}")
+            check_eval_config(config.eval, f"{where}: cell {label}: ")
+            check_runnable(config, f"{where}: cell {label}")
             cell_id = f"{label}__{config_hash(cell_raw)}"
             cells.append(Cell(cell_id, len(cells), seed, point, config, cell_raw))
     ids = [c.id for c in cells]
@@ -149,12 +152,6 @@ def _set(tree: dict, dotted: str, value: Any, where: str) -> None:
         set_dotted(tree, dotted, value)
     except (TypeError, ValueError, KeyError) as e:
         raise ConfigError(f"{where}: cannot set '{dotted}' ({e})") from None
-
-
-def _check_files(config: RunConfig, where: str) -> None:
-    path = config.data.path
-    if path is not None and not Path(path).expanduser().exists():
-        raise UserError(f"{where}: data.path '{path}' does not exist; point data.path at a local file or folder")
 
 
 def config_hash(raw: dict) -> str:

@@ -131,22 +131,11 @@ def dry_run_table(grid: Grid, grid_dir: Path) -> str:
     return "\n".join(lines)
 
 
-#: optional loggers and the package each needs
-LOGGER_PACKAGES = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",)}
-
-
 def prepare_all(grid: Grid, cache_root: Path) -> None:
-    """Check optional packages, then load, clean and tokenize each distinct (data, tokenizer) once,
-    all before any training."""
-    import importlib.util
-
+    """Load, clean and tokenize each distinct (data, tokenizer) once, all before any training
+    (load_grid has already checked every cell's config, data path and logger package)."""
     from research.data.tokens import cache_key, prepare_tokens
 
-    for cell in grid.cells:
-        needs = LOGGER_PACKAGES.get(cell.config.train.logger, ())
-        if needs and not any(importlib.util.find_spec(m) for m in needs):
-            raise UserError(f"train.logger '{cell.config.train.logger}' needs the package '{needs[0]}': "
-                            f"pip install {needs[0]} (or set train.logger: csv)")
     seen = set()
     for cell in grid.cells:
         key = cache_key(cell.config.data, cell.config.tokenizer)

@@ -1,7 +1,7 @@
-"""A local web app over a results folder: browse grids, prompt a checkpoint, start and watch a grid.
+"""A local web app over a results folder: browse grids, prompt a checkpoint, start, watch and stop a grid.
 
     python -m app [--results-dir results] [--port 7860]
 
-A standard-library HTTP server (`app.server`) and one self-contained page (`page.html`,
-inline JS/CSS, no CDN), so it runs with no network and nothing to install.
+A Starlette application served by uvicorn on 127.0.0.1 (`app.server`) and one page
+(`page.html`) whose scripts and styles come from this package, so it runs with no network.
 """

@@ -3,9 +3,9 @@
     python -m app                          # serves ./results on http://127.0.0.1:7860/
     python -m app --results-dir runs --port 0
 
-One page (`page.html`, inline JS/CSS/SVG: no CDN, works offline) over a small JSON API served by
-the standard library's `ThreadingHTTPServer`, so there is nothing to install and a long generation
-in one tab does not block the grid list in another:
+One page (`page.html`; its scripts and styles come from this package: no CDN, works offline) over
+a small JSON API: a Starlette application served by uvicorn, whose synchronous handlers run in a
+thread pool, so a long generation in one tab does not block the grid list in another:
 
     GET  /                                   the page
     GET  /api/grids                          grids in the results folder, with cell counts by status
@@ -15,13 +15,24 @@ in one tab does not block the grid list in another:
     GET  /api/generate?grid=&cell=&prompt=   Server-Sent Events, one `token` event per sampled token,
     POST /api/generate  {"grid", "cell", ...}  then `done` ({tokens, stop: "eot" | "max_tokens"})
     POST /api/validate  {"yaml": text}       -> {ok, error, name, cells}
-    POST /api/start     {"yaml": text}       validates, then runs `python -m ablations.run` on it
+    POST /api/start     {"yaml", "resume"?}  validates, then runs `python -m ablations.run` on it; a grid
+                                             of that name on disk is refused (409) when its cells differ,
+                                             and needs "resume": true when they are the same
+    POST /api/stop      {"grid"}             SIGTERM the grid's live runners on this host
     GET  /api/runs                           grids started from the page: pid, running, log tail
 
+A cell is `running` while its runner's claim heartbeat (ablations.claims) is alive and `stale` once
+the runner is gone, whatever its files' times say; rows carry the phase (training step i/N,
+evaluating, writing), elapsed time and an ETA, and grids their elapsed time and ETA.
+
 Only 127.0.0.1 is bound, and requests whose Host is not localhost are refused (a DNS-rebinding
-page cannot reach the API); POST bodies must be JSON, which a cross-site form cannot send without a
-CORS preflight this server never grants. Grid and cell names are checked against the folder-name
-pattern and must resolve inside the results folder. Errors are JSON `{"error": one line}`.
+page cannot reach the API). The API refuses requests that a browser marks as coming from another
+origin (`Origin`, `Sec-Fetch-Site`), and POST bodies must have exactly the media type
+application/json (a cross-site form or "simple" fetch cannot send it without a CORS preflight, which
+this server never grants). Every response forbids framing (`frame-ancestors 'none'`). Grid and cell
+names are checked against the folder-name pattern and must resolve inside the results folder;
+a grid folder that does not (a symlink out of it) is listed under `skipped` with the reason.
+Errors are JSON `{"error": one line}`.
 """
 
 from __future__ import annotations
@@ -32,24 +43,35 @@ import json
 import logging
 import math
 import os
+import queue
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
 
 import torch
 import yaml
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ablations import records
+from ablations.claims import claims_dir, is_stale, read_claim
 from ablations.grid import Grid, load_grid
 from ablations.records import cell_status
 from research.errors import ConfigError, UserError
@@ -62,19 +84,31 @@ NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 MAX_BODY = 1 << 20
 #: the most tokens one request may ask for; the page's default is 300
 MAX_NEW_TOKENS = 4000
-#: a partial cell whose files changed this recently counts as training now (seconds)
-ACTIVE_S = 120.0
 #: the final metrics the grid table shows first; units as in results/README.md
 HEADLINE = ["params", "val_loss", "val_ppl", "val_bpb", "test_ppl", "wall_s", "tokens_per_s"]
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "[::1]"}
+#: a cell's status: on disk (done, failed, partial, pending) or from its runner's claim (running, stale)
+STATUSES = ("done", "running", "stale", "partial", "failed", "pending")
+#: every response: no framing by any page (clickjacking), no content sniffing, nothing from elsewhere
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; script-src 'self' 'unsafe-inline'; "
+                               "style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+SECURITY_HEADER_BYTES = [(k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
+#: what Sec-Fetch-Site may say of a request to the API: from this app's own page, or typed by the user
+OWN_SITES = {"same-origin", "none"}
 
 
 class ApiError(Exception):
     """A request the client can fix; answered as JSON {"error": message} with this HTTP status."""
 
-    def __init__(self, status: HTTPStatus, message: str):
+    def __init__(self, status: HTTPStatus, message: str, **extra):
         super().__init__(message)
         self.status = status
+        self.extra = extra  # more fields of the JSON answer, e.g. {"resume": true}
 
 
 class ModelCache:
@@ -114,6 +148,15 @@ class Run:
     yaml_path: Path
     log_path: Path
     started: float = field(default_factory=time.time)
+
+    def stop(self) -> None:
+        """SIGTERM the runner and its workers (a session of their own); their claims go stale and the
+        next run of the same grid resumes the cells from their checkpoints."""
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
 
     def to_dict(self) -> dict:
         code = self.proc.poll()
@@ -209,59 +252,98 @@ class App:
         return self._child(self.grid_dir(grid), cell, "cell")
 
     # grids -----------------------------------------------------------------------------------
-    def grid_names(self) -> list[str]:
+    def grid_names(self) -> tuple[list[str], list[dict]]:
+        """Grid folders that can be shown, and the others with why they were skipped (a symlink out
+        of the results folder, a name that is not a folder name, an unreadable folder)."""
         if not self.results_dir.is_dir():
-            return []
-        return sorted(p.name for p in self.results_dir.iterdir()
-                      if p.is_dir() and NAME.fullmatch(p.name) and records.is_grid_dir(p))
+            return [], []
+        names, skipped = [], []
+        for p in sorted(self.results_dir.iterdir()):
+            if p.name.startswith((".", "_")) or not p.is_dir():
+                continue
+            try:
+                self.grid_dir(p.name)
+                if records.is_grid_dir(p):
+                    names.append(p.name)
+            except ApiError as e:
+                skipped.append({"name": p.name, "reason": str(e)})
+            except OSError as e:
+                skipped.append({"name": p.name, "reason": f"unreadable ({e.strerror})"})
+        return names, skipped
 
-    def list_grids(self) -> list[dict]:
-        out = []
-        for name in self.grid_names():
-            detail = self.grid_detail(name)
-            counts = {s: 0 for s in ("done", "partial", "failed", "pending")}
+    def list_grids(self) -> dict:
+        out, (names, skipped) = [], self.grid_names()
+        for name in names:
+            try:
+                detail = self.grid_detail(name)
+            except (ApiError, OSError) as e:
+                skipped.append({"name": name, "reason": str(e)})
+                continue
+            counts = {s: 0 for s in STATUSES}
             for row in detail["rows"]:
                 counts[row["status"]] += 1
+            counts["running_cells"] = counts.pop("running")  # "running": whether the grid is
             out.append({"name": name, "description": detail["description"], "cells": len(detail["rows"]),
-                        **counts, "running": detail["running"], "updated": detail["updated"]})
-        return out
+                        **counts, "running": detail["running"], "updated": detail["updated"],
+                        "elapsed_s": detail["elapsed_s"], "eta_s": detail["eta_s"]})
+        return {"grids": out, "skipped": skipped}
 
     def grid_detail(self, grid: str) -> dict:
         grid_dir = self.grid_dir(grid)
-        record = records.read_grid(grid_dir, required=False)
+        record = _grid_record(grid_dir) or {}
         listed = [c for c in record.get("cells", []) if isinstance(c, dict) and NAME.fullmatch(str(c.get("id", "")))]
         ids = [c["id"] for c in listed]
         on_disk = sorted(p.name for p in grid_dir.iterdir() if p.is_dir() and NAME.fullmatch(p.name)
                          and (p / records.CONFIG).exists() and p.name not in ids)
         axes = [a for a in record.get("axes", []) if isinstance(a, str)]
-        rows = [self._row(grid_dir / c["id"], c, axes) for c in listed]
-        rows += [self._row(grid_dir / cid, {"id": cid}, axes) for cid in on_disk]
         now = time.time()
+        rows = [self._row(grid_dir, c, axes, now) for c in listed]
+        rows += [self._row(grid_dir, {"id": cid}, axes, now) for cid in on_disk]
         updated = max([r["updated"] for r in rows if r["updated"]] + [grid_dir.stat().st_mtime])
-        running = any(r["status"] == "partial" and now - (r["updated"] or 0) < ACTIVE_S for r in rows)
-        running = running or any(run["running"] for run in self.list_runs() if run["grid"] == grid)
+        started_here = any(run["running"] for run in self.list_runs() if run["grid"] == grid)
+        running = started_here or any(r["status"] == "running" for r in rows)
         names = {k for r in rows for k in r["metrics"]}
         metrics = [k for k in HEADLINE if k in names] + sorted(names - set(HEADLINE))
         return {"name": grid, "description": record.get("description", ""), "axes": axes, "metrics": metrics,
-                "rows": rows, "running": running, "updated": updated}
+                "rows": rows, "running": running, "updated": updated, **grid_times(rows, running, now)}
 
-    def _row(self, cell_dir: Path, listed: dict, axes: list[str]) -> dict:
+    def _row(self, grid_dir: Path, listed: dict, axes: list[str], now: float) -> dict:
+        """One cell: its status on disk, made `running` or `stale` by its runner's claim heartbeat
+        (ablations.claims), so a long evaluation stays running and a killed runner shows at once."""
+        cell_dir = grid_dir / listed["id"]
         status = cell_status(cell_dir)
         row = {"cell": listed["id"], "seed": listed.get("seed"), "status": status,
                "axes": {a: _short(listed.get("axes", {}).get(a)) for a in axes}, "metrics": {}, "progress": None,
-               "step": None, "max_steps": None, "updated": _mtime(cell_dir)}
+               "step": None, "max_steps": None, "phase": None, "elapsed_s": None, "eta_s": None, "wall_s": None,
+               "updated": _mtime(cell_dir)}
         if status == "done":
             metrics = records.read_metrics(cell_dir)
             row["metrics"] = {k: (v if math.isfinite(v) else None) for k, v in metrics.items()
                               if isinstance(v, (int, float)) and not isinstance(v, bool)}  # NaN is not JSON
             row["progress"] = 1.0
-        elif status == "failed":
+            row["wall_s"] = row["metrics"].get("wall_s")
+            return row
+        if status == "failed":
             row["reason"] = records.read_error(cell_dir)
-        if status == "partial":
+        claim = read_claim(grid_dir, listed["id"])
+        if status == "partial" or claim is not None:
             curve = read_curve(cell_dir)
             row["step"], row["max_steps"] = curve["last_step"], curve["max_steps"]
             if row["step"] is not None and row["max_steps"]:
                 row["progress"] = min(1.0, (row["step"] + 1) / row["max_steps"])
+        if claim is None:
+            return row
+        row["runner"] = claim.get("runner")
+        since = claim.get("since")
+        if is_stale(claim):
+            row["status"], row["phase"] = "stale", "runner gone (heartbeat stopped); re-run the grid to resume"
+            return row
+        row["status"] = "running"
+        row["phase"] = cell_phase(cell_dir, row["step"], row["max_steps"])
+        if isinstance(since, (int, float)):
+            row["elapsed_s"] = max(0.0, now - since)
+            if row["phase"].startswith("training step") and row["progress"]:
+                row["eta_s"] = row["elapsed_s"] * (1 - row["progress"]) / row["progress"]
         return row
 
     def curve(self, grid: str, cell: str) -> dict:
@@ -284,7 +366,10 @@ class App:
         return {"ok": True, "error": None, "name": grid.name, "cells": [c.id for c in grid.cells],
                 "results": str(self.results_dir / grid.name)}
 
-    def start(self, text: str) -> dict:
+    def start(self, text: str, resume: bool = False) -> dict:
+        """Start a grid in a child runner. A grid of the same name already on disk is refused when
+        its cells differ (it would overwrite that grid's grid.json and summary), and, when they are
+        the same, started only with `resume` (the runner keeps finished cells)."""
         checked = self.validate(text)
         if not checked["ok"]:
             raise ApiError(HTTPStatus.BAD_REQUEST, checked["error"])
@@ -292,7 +377,8 @@ class App:
         with self._runs_lock:
             if any(r.grid == name and r.proc.poll() is None for r in self.runs):
                 raise ApiError(HTTPStatus.CONFLICT, f"grid '{name}' is already running from this app; wait for it "
-                                                    "to finish (its cells appear in the grid list)")
+                                                    "to finish or stop it")
+            self._check_collision(name, checked["cells"], resume)
             work = self.results_dir / "_app"
             work.mkdir(parents=True, exist_ok=True)
             stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -302,11 +388,54 @@ class App:
             with open(log_path, "wb") as out:
                 proc = subprocess.Popen([sys.executable, "-m", "ablations.run", str(yaml_path), "--results-dir",
                                          str(self.results_dir)], stdout=out, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL)
+                                        stdin=subprocess.DEVNULL, start_new_session=True)
             run = Run(name, proc, yaml_path, log_path)
             self.runs.append(run)
         log.info("started grid %s (pid %d), log %s", name, proc.pid, log_path)
         return {**checked, **run.to_dict()}
+
+    def _check_collision(self, name: str, cells: list[str], resume: bool) -> None:
+        grid_dir = self.results_dir / name
+        if not grid_dir.exists():
+            return
+        record = _grid_record(grid_dir)
+        old = [c.get("id") for c in (record or {}).get("cells", []) if isinstance(c, dict)]
+        if record is None or set(old) != set(cells):
+            differ = len(set(old) ^ set(cells)) if record is not None else len(cells)
+            raise ApiError(HTTPStatus.CONFLICT, f"grid '{name}' already exists in {self.results_dir} with a "
+                                                f"different definition ({differ} cells differ); starting it would "
+                                                "overwrite its grid.json and summary: give this grid another name")
+        if not resume:
+            raise ApiError(HTTPStatus.CONFLICT, f"grid '{name}' already exists with this definition: resume it "
+                                                "(finished cells are kept)?", resume=True)
+
+    def stop(self, grid: str) -> dict:
+        """Stop a running grid: the runner started here (with its workers), and any runner on this
+        host whose claim heartbeat holds one of the grid's cells. Runners on other hosts are listed,
+        not touched. Their claims go stale; starting the grid again resumes it."""
+        grid_dir = self.grid_dir(grid)
+        stopped: list[int] = []
+        with self._runs_lock:
+            for run in self.runs:
+                if run.grid == grid and run.proc.poll() is None:
+                    run.stop()
+                    stopped.append(run.proc.pid)
+        elsewhere = []
+        folder = claims_dir(grid_dir)
+        for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+            claim = read_claim(grid_dir, path.stem)
+            if claim is None or is_stale(claim):
+                continue
+            pid = int(claim.get("pid", -1))
+            if claim.get("host") != socket.gethostname():
+                elsewhere.append(str(claim.get("runner")))
+            elif pid not in stopped and _is_runner(pid):
+                os.kill(pid, signal.SIGTERM)
+                stopped.append(pid)
+        if not stopped and not elsewhere:
+            raise ApiError(HTTPStatus.CONFLICT, f"grid '{grid}' has no live runner to stop")
+        log.info("stopped grid %s: pids %s", grid, stopped)
+        return {"grid": grid, "stopped": stopped, "elsewhere": elsewhere}
 
     def list_runs(self) -> list[dict]:
         with self._runs_lock:
@@ -316,8 +445,7 @@ class App:
         """Stop the grids started here; the runner resumes them on the next run of the same file."""
         with self._runs_lock:
             for run in self.runs:
-                if run.proc.poll() is None:
-                    run.proc.terminate()
+                run.stop()
             for run in self.runs:
                 try:
                     run.proc.wait(timeout=10)
@@ -376,6 +504,66 @@ class App:
         return done
 
 
+def cell_phase(cell_dir: Path, step: int | None, max_steps: int | None) -> str:
+    """What a running cell is doing, from the files the trainer writes in order: config.yaml, the
+    training log (Lightning flushes it every 100 steps, so the step shown may lag), model.pt (then
+    samples and evals), metrics.json, DONE."""
+    if (cell_dir / records.METRICS).exists():
+        return "writing results"
+    if (cell_dir / "model.pt").exists():
+        return "evaluating (samples, evals)"
+    if not (cell_dir / records.CONFIG).exists():
+        return "starting (loading data)"
+    if step is None:
+        return "training (no step logged yet)"
+    if max_steps and step + 1 >= max_steps:
+        return "evaluating (final validation)"
+    return f"training step {step + 1}/{max_steps or '?'}"
+
+
+def grid_times(rows: list[dict], running: bool, now: float) -> dict:
+    """The grid's elapsed wall clock (seconds, from its first cell's start) and, while it runs, an
+    estimate of the time left: the running cells' own estimates, plus the cells still waiting at
+    the mean wall clock of the finished ones, shared among the live runners."""
+    starts = [now - r["elapsed_s"] for r in rows if r["elapsed_s"] is not None]
+    ends = []
+    for r in rows:
+        if r["status"] == "done" and r["wall_s"] and r["updated"]:
+            starts.append(r["updated"] - r["wall_s"])
+            ends.append(r["updated"])
+    if not starts:
+        return {"elapsed_s": None, "eta_s": None}
+    elapsed = (now if running else max(ends or [now])) - min(starts)
+    if not running:
+        return {"elapsed_s": elapsed, "eta_s": None}
+    live = [r for r in rows if r["status"] == "running"]
+    waiting = sum(r["status"] in ("pending", "partial", "stale") for r in rows)
+    walls = [r["wall_s"] for r in rows if r["status"] == "done" and r["wall_s"]]
+    walls = walls or [r["elapsed_s"] + r["eta_s"] for r in live if r["eta_s"] is not None]
+    own = [r["eta_s"] for r in live if r["eta_s"] is not None]
+    if (waiting and not walls) or (live and not own):
+        return {"elapsed_s": elapsed, "eta_s": None}
+    eta = max(own, default=0.0) + waiting * (sum(walls) / len(walls) if walls else 0.0) / max(1, len(live))
+    return {"elapsed_s": elapsed, "eta_s": eta}
+
+
+def _is_runner(pid: int) -> bool:
+    """Whether `pid` on this host is a grid runner (`-m ablations.run`), not a process that took a
+    dead runner's pid."""
+    try:
+        return b"ablations.run" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def _grid_record(grid_dir: Path) -> dict | None:
+    """The grid's grid.json, or None when it is missing or unreadable (the page shows what it can)."""
+    try:
+        return records.read_grid(grid_dir, required=False) or None
+    except UserError:
+        return None
+
+
 def _mtime(path: Path) -> float | None:
     """The newest mtime among the folder and its direct files: the log files change as a cell trains."""
     if not path.exists():
@@ -413,150 +601,241 @@ def read_curve(cell_dir: Path) -> dict:
             "last_step": int(max(steps)) if steps else None}
 
 
-class Handler(BaseHTTPRequestHandler):
-    """Routes a request to an `App` method; see the module docstring for the API."""
+def guard(app: ASGIApp, port: Callable[[], int]) -> ASGIApp:
+    """ASGI middleware: refuse a Host that is not this machine (DNS rebinding) and API requests a
+    browser marks as sent by another origin; add SECURITY_HEADERS to every response."""
 
-    app: App  # set on the subclass that make_server builds
-    server_version = "research-app"
-    #: one small write per streamed token: with Nagle's algorithm each waits ~40 ms for the last one's ACK
-    disable_nagle_algorithm = True
-
-    GET_ROUTES = [
-        (re.compile(r"/"), "page"),
-        (re.compile(r"/api/grids"), "get_grids"),
-        (re.compile(r"/api/grid/([^/]+)"), "get_grid"),
-        (re.compile(r"/api/grid/([^/]+)/curves"), "get_grid_curves"),
-        (re.compile(r"/api/cell/([^/]+)/([^/]+)/curve"), "get_curve"),
-        (re.compile(r"/api/runs"), "get_runs"),
-        (re.compile(r"/api/generate"), "generate"),
-    ]
-    POST_ROUTES = [
-        (re.compile(r"/api/validate"), "post_validate"),
-        (re.compile(r"/api/start"), "post_start"),
-        (re.compile(r"/api/generate"), "generate"),
-    ]
-
-    def do_GET(self):
-        self._dispatch(self.GET_ROUTES)
-
-    def do_POST(self):
-        self._dispatch(self.POST_ROUTES)
-
-    def _dispatch(self, routes) -> None:
-        url = urlsplit(self.path)
-        self.query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await app(scope, receive, send)
+        headers = Headers(scope=scope)
         try:
-            host = (self.headers.get("Host") or "").rsplit(":", 1)[0]
+            host = (headers.get("host") or "").rsplit(":", 1)[0]
             if host not in LOCAL_HOSTS:
                 raise ApiError(HTTPStatus.FORBIDDEN, f"Host '{host}' refused: open the app at http://127.0.0.1")
-            for pattern, name in routes:
-                match = pattern.fullmatch(url.path)
-                if match:
-                    getattr(self, name)(*(unquote(g) for g in match.groups()))
-                    return
-            raise ApiError(HTTPStatus.NOT_FOUND, f"no such page: {self.command} {url.path}")
+            if scope["path"] != "/":  # the page itself may be opened from a link; the API only from the page
+                check_origin(headers, port())
         except ApiError as e:
-            self._json({"error": str(e)}, e.status)
-        except UserError as e:
-            self._json({"error": str(e)}, HTTPStatus.BAD_REQUEST)
-        except (BrokenPipeError, ConnectionResetError):
-            log.debug("client went away: %s", self.path)
-        except Exception as e:  # noqa: BLE001 - a bug: keep serving, log the traceback, answer one line
-            log.exception("%s %s failed", self.command, self.path)
-            self._json({"error": f"internal error: {type(e).__name__}: {e}".splitlines()[0]},
-                       HTTPStatus.INTERNAL_SERVER_ERROR)
+            return await error_response(e.status, str(e))(scope, receive, secured(send))
+        await app(scope, receive, secured(send))
 
-    # responses -------------------------------------------------------------------------------
-    def _send(self, body: bytes, content_type: str, status: HTTPStatus = HTTPStatus.OK) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        self.wfile.write(body)
+    def secured(send: Send) -> Send:
+        async def wrapped(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], *SECURITY_HEADER_BYTES]
+            await send(message)
 
-    def _json(self, obj, status: HTTPStatus = HTTPStatus.OK) -> None:
-        self._send(json.dumps(obj, default=str, allow_nan=False).encode(), "application/json", status)
+        return wrapped
 
-    def _body(self) -> dict:
-        if "application/json" not in (self.headers.get("Content-Type") or ""):
-            raise ApiError(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "send the body as JSON (Content-Type: application/json)")
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_BODY:
-            raise ApiError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"body is {length} bytes; the limit is {MAX_BODY}")
-        try:
-            body = json.loads(self.rfile.read(length) or b"{}")
-        except ValueError:
-            raise ApiError(HTTPStatus.BAD_REQUEST, "the body is not valid JSON") from None
-        if not isinstance(body, dict):
-            raise ApiError(HTTPStatus.BAD_REQUEST, "the body must be a JSON object")
-        return body
+    return middleware
 
-    def _yaml(self) -> str:
-        text = self._body().get("yaml")
-        if not isinstance(text, str):
-            raise ApiError(HTTPStatus.BAD_REQUEST, "send the grid as {\"yaml\": \"...text...\"}")
-        return text
 
-    # routes ----------------------------------------------------------------------------------
-    def page(self) -> None:
+def check_origin(headers: Headers, port: int) -> None:
+    """Refuse what another page (another origin: a site, or another port of this host) sends the
+    API: a browser names the sender in `Origin` (POST, cross-origin fetch) and `Sec-Fetch-Site`
+    (every request). Clients without either (curl, Python) are not browsers and cannot carry a
+    visitor's request."""
+    origin = headers.get("origin")
+    if origin is not None and origin not in {f"http://{h}:{port}" for h in LOCAL_HOSTS}:
+        raise ApiError(HTTPStatus.FORBIDDEN, f"Origin '{origin}' refused: the API answers only this app's page")
+    site = headers.get("sec-fetch-site")
+    if site is not None and site not in OWN_SITES:
+        raise ApiError(HTTPStatus.FORBIDDEN, f"a {site} request refused: the API answers only this app's page")
+
+
+def error_response(status: int, message: str, **extra) -> JSONResponse:
+    return JSONResponse({"error": message, **extra}, status_code=status, headers={"Cache-Control": "no-store"})
+
+
+def json_response(obj) -> Response:
+    body = json.dumps(obj, default=str, allow_nan=False).encode()
+    return Response(body, media_type="application/json", headers={"Cache-Control": "no-store"})
+
+
+async def json_body(request: Request) -> dict:
+    """The request's JSON object; the media type must be exactly application/json (a cross-site form
+    or "simple" fetch can send `text/plain; x=application/json`, never this without a preflight)."""
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type != "application/json":
+        raise ApiError(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "send the body as JSON (Content-Type: application/json)")
+    length = int(request.headers.get("content-length") or 0)
+    if length > MAX_BODY:
+        raise ApiError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"body is {length} bytes; the limit is {MAX_BODY}")
+    raw = await request.body()
+    if len(raw) > MAX_BODY:
+        raise ApiError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"body is {len(raw)} bytes; the limit is {MAX_BODY}")
+    try:
+        body = json.loads(raw or b"{}")
+    except ValueError:
+        raise ApiError(HTTPStatus.BAD_REQUEST, "the body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise ApiError(HTTPStatus.BAD_REQUEST, "the body must be a JSON object")
+    return body
+
+
+def _field(body: dict, key: str, example: str) -> str:
+    value = body.get(key)
+    if not isinstance(value, str):
+        raise ApiError(HTTPStatus.BAD_REQUEST, f"send {{\"{key}\": {example}}}")
+    return value
+
+
+def make_app(results_dir: Path, cache_size: int = 4) -> Starlette:
+    """The Starlette application over `results_dir`; `app.state.core` is its `App`."""
+    core = App(results_dir, cache_size)
+
+    def page(request: Request) -> Response:
         html = importlib.resources.files("app").joinpath("page.html").read_bytes()
-        self._send(html, "text/html; charset=utf-8")
+        return Response(html, media_type="text/html; charset=utf-8", headers={"Cache-Control": "no-store"})
 
-    def get_grids(self) -> None:
-        self._json({"results_dir": str(self.app.results_dir), "grids": self.app.list_grids()})
+    def grids(request: Request) -> Response:
+        return json_response({"results_dir": str(core.results_dir), **core.list_grids()})
 
-    def get_grid(self, grid: str) -> None:
-        self._json(self.app.grid_detail(grid))
+    def grid(request: Request) -> Response:
+        return json_response(core.grid_detail(request.path_params["grid"]))
 
-    def get_grid_curves(self, grid: str) -> None:
-        self._json(self.app.grid_curves(grid))
+    def grid_curves(request: Request) -> Response:
+        return json_response(core.grid_curves(request.path_params["grid"]))
 
-    def get_curve(self, grid: str, cell: str) -> None:
-        self._json(self.app.curve(grid, cell))
+    def curve(request: Request) -> Response:
+        return json_response(core.curve(request.path_params["grid"], request.path_params["cell"]))
 
-    def get_runs(self) -> None:
-        self._json({"runs": self.app.list_runs()})
+    def runs(request: Request) -> Response:
+        return json_response({"runs": core.list_runs()})
 
-    def post_validate(self) -> None:
-        self._json(self.app.validate(self._yaml()))
+    async def validate(request: Request) -> Response:
+        text = _field(await json_body(request), "yaml", '"...grid text..."')
+        return json_response(await run_in_threadpool(core.validate, text))
 
-    def post_start(self) -> None:
-        self._json(self.app.start(self._yaml()))
+    async def start(request: Request) -> Response:
+        body = await json_body(request)
+        text = _field(body, "yaml", '"...grid text..."')
+        return json_response(await run_in_threadpool(core.start, text, body.get("resume") is True))
 
-    def generate(self) -> None:
-        params = self._body() if self.command == "POST" else dict(self.query)
+    async def stop(request: Request) -> Response:
+        name = _field(await json_body(request), "grid", '"name"')
+        return json_response(await run_in_threadpool(core.stop, name))
+
+    async def generate(request: Request) -> Response:
+        params = await json_body(request) if request.method == "POST" else dict(request.query_params)
         req = GenerateRequest.parse(params)
-        loaded = self.app.load(req)  # errors before the stream starts are plain JSON
-        self.send_response(HTTPStatus.OK)
-        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
+        loaded = await run_in_threadpool(core.load, req)  # errors before the stream starts are plain JSON
+        return StreamingResponse(event_stream(core, loaded, req), media_type="text/event-stream; charset=utf-8",
+                                 headers={"Cache-Control": "no-store"})
 
-        def emit(event: str, data: dict) -> None:
-            self.wfile.write(f"event: {event}\ndata: {json.dumps(data)}\n\n".encode())
-            self.wfile.flush()
+    async def api_error(request: Request, exc: ApiError) -> Response:
+        return error_response(exc.status, str(exc), **exc.extra)
 
+    async def user_error(request: Request, exc: UserError) -> Response:
+        return error_response(HTTPStatus.BAD_REQUEST, str(exc))
+
+    async def not_found(request: Request, exc: HTTPException) -> Response:
+        if exc.status_code == HTTPStatus.NOT_FOUND:
+            return error_response(exc.status_code, f"no such page: {request.method} {request.url.path}")
+        return error_response(exc.status_code, exc.detail)
+
+    async def internal(request: Request, exc: Exception) -> Response:
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return error_response(HTTPStatus.INTERNAL_SERVER_ERROR,
+                              f"internal error: {type(exc).__name__}: {exc}".splitlines()[0])
+
+    routes = [
+        Route("/", page),
+        Route("/api/grids", grids),
+        Route("/api/grid/{grid}", grid),
+        Route("/api/grid/{grid}/curves", grid_curves),
+        Route("/api/cell/{grid}/{cell}/curve", curve),
+        Route("/api/runs", runs),
+        Route("/api/generate", generate, methods=["GET", "POST"]),
+        Route("/api/validate", validate, methods=["POST"]),
+        Route("/api/start", start, methods=["POST"]),
+        Route("/api/stop", stop, methods=["POST"]),
+        Mount("/static", StaticFiles(packages=[("app", "static")]), name="static"),  # uPlot, MIT
+    ]
+    handlers = {ApiError: api_error, UserError: user_error, HTTPException: not_found, Exception: internal}
+    app = Starlette(routes=routes, exception_handlers=handlers)
+    app.state.core = core
+    app.state.port = 0
+    app.add_middleware(guard, port=lambda: app.state.port)
+    return app
+
+
+def event_stream(core: App, loaded, req: GenerateRequest) -> Iterator[str]:
+    """Server-Sent Events from a sampling thread: each `token`, then `done` (or `error`). When the
+    client goes away Starlette closes this generator, which stops the sampling at the next token."""
+    events: queue.Queue = queue.Queue(maxsize=256)
+    cancelled = threading.Event()
+
+    def put(item) -> None:
+        while not cancelled.is_set():  # a full queue (a reader that went away) must not block for ever
+            try:
+                return events.put(item, timeout=0.5)
+            except queue.Full:
+                continue
+        raise GenerationCancelled
+
+    def work() -> None:
         try:
-            self.app.stream(loaded, req, emit)
-        except (BrokenPipeError, ConnectionResetError):
-            raise
+            core.stream(loaded, req, lambda event, data: put((event, data)))
+            put(None)
+        except GenerationCancelled:
+            return
         except Exception as e:  # noqa: BLE001 - the headers are sent: report in the stream, keep the server up
             log.exception("generation failed for %s/%s", req.grid, req.cell)
-            emit("error", {"error": f"{type(e).__name__}: {e}".splitlines()[0]})
+            try:
+                put(("error", {"error": f"{type(e).__name__}: {e}".splitlines()[0]}))
+                put(None)
+            except GenerationCancelled:
+                return
 
-    def log_message(self, format, *args) -> None:  # noqa: A002 - the base class's signature
-        log.debug("%s %s", self.address_string(), format % args)
+    threading.Thread(target=work, daemon=True, name="generate").start()
+    try:
+        while (item := events.get()) is not None:
+            event, data = item
+            yield f"event: {event}\ndata: {json.dumps(data)}\n\n"
+    finally:
+        cancelled.set()
 
 
-def make_server(results_dir: Path, port: int = 7860, cache_size: int = 4) -> ThreadingHTTPServer:
-    """A server bound to 127.0.0.1 (port 0 picks a free one); `server.app` is its `App`."""
-    app = App(results_dir, cache_size)
-    handler = type("BoundHandler", (Handler,), {"app": app})
-    server = ThreadingHTTPServer(("127.0.0.1", port), handler)
-    server.daemon_threads = True
-    server.app = app
-    return server
+class GenerationCancelled(Exception):
+    """The client closed the stream: sampling stops."""
+
+
+class Server:
+    """uvicorn serving `make_app` on 127.0.0.1 in a background thread (port 0 picks a free one)."""
+
+    def __init__(self, results_dir: Path, port: int = 7860, cache_size: int = 4):
+        import uvicorn
+
+        self.app = make_app(results_dir, cache_size)
+        self.core: App = self.app.state.core
+        self.socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.socket.bind(("127.0.0.1", port))
+        self.port = self.app.state.port = self.socket.getsockname()[1]
+        config = uvicorn.Config(self.app, log_level="warning", access_log=False, timeout_graceful_shutdown=1)
+        self.uvicorn = uvicorn.Server(config)
+        self._thread: threading.Thread | None = None
+
+    def run(self) -> None:
+        """Serve in this thread until `stop()` (or Ctrl-C)."""
+        self.uvicorn.run(sockets=[self.socket])
+
+    def start(self) -> Server:
+        self._thread = threading.Thread(target=self.run, daemon=True, name="uvicorn")
+        self._thread.start()
+        deadline = time.time() + 30
+        while not self.uvicorn.started and time.time() < deadline:
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self.uvicorn.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self.socket.close()
+        self.core.close()
 
 
 def parse_args(argv):
@@ -581,17 +860,14 @@ def main(argv=None) -> int:
         raise ConfigError(f"--threads {args.threads}: use at least 1 thread")
     torch.set_num_threads(args.threads)
     try:
-        server = make_server(results, args.port, args.models)
+        server = Server(results, args.port, args.models)
     except OSError as e:
         raise UserError(f"--port {args.port}: cannot listen on 127.0.0.1 ({e.strerror}); pick another port, "
                         "or --port 0 for a free one") from None
-    print(f"serving {server.app.results_dir} on http://127.0.0.1:{server.server_address[1]}/", flush=True)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # `kill` stops the grids started here too
+    print(f"serving {server.core.results_dir} on http://127.0.0.1:{server.port}/", flush=True)
     try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+        server.run()  # uvicorn stops on SIGINT / SIGTERM
     finally:
-        server.server_close()
-        server.app.close()
+        server.socket.close()
+        server.core.close()  # stops the grids started here too
     return 0

@@ -39,6 +39,19 @@ def check_names(names: list[str]) -> None:
                               f"(valid: {', '.join(EVALS.names())})")
 
 
+def check_eval_config(cfg, where: str = "") -> None:
+    """Every name in `eval.tasks` and every key of `eval.options` is a registered eval, so a typo
+    is refused before training rather than skipped after it."""
+    for i, name in enumerate(cfg.tasks):
+        if name not in EVALS:
+            raise ConfigError(f"{where}eval.tasks[{i}]: unknown eval '{name}'{did_you_mean(name, EVALS.names())} "
+                              f"(valid: {', '.join(EVALS.names())})")
+    for key in cfg.options:
+        if key not in EVALS:
+            raise ConfigError(f"{where}eval.options.{key}: unknown eval '{key}'{did_you_mean(key, EVALS.names())} "
+                              f"(valid: {', '.join(EVALS.names())})")
+
+
 def run_evals(ctx: EvalContext, names: list[str], options: dict | None = None) -> list[EvalResult]:
     """Run each eval in isolation: one that raises is recorded as failed with why, the rest still run.
 
@@ -74,17 +87,18 @@ def run_evals(ctx: EvalContext, names: list[str], options: dict | None = None) -
 
 def cell_context(cell_dir: Path, device: str, overrides: dict) -> tuple[EvalContext, dict]:
     """Load a cell and build its EvalContext; `overrides` are dotted `eval.*` keys (--set)."""
-    from research.checkpoint import load_cell
+    from research.checkpoint import load_cell, read_config
     from research.config import RunConfig, set_dotted
     from research.data import load_corpus
 
-    cell = load_cell(cell_dir, device=device)
-    raw = cell.config.to_dict()
+    raw = read_config(cell_dir).to_dict()
     for key, value in overrides.items():
         if not key.startswith("eval."):
             raise ConfigError(f"--set {key}: only eval.* keys can change after training")
         set_dotted(raw, key, value)
-    cfg = RunConfig.from_dict(raw)
+    cfg = RunConfig.from_dict(raw)  # every range checked before the (slow) model load
+    check_eval_config(cfg.eval)
+    cell = load_cell(cell_dir, device=device)
     corpus_cache: dict = {}
 
     def corpus():

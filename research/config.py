@@ -17,7 +17,21 @@ from typing import Any, Literal
 
 import yaml
 
+from research.checks import (
+    check_fields,
+    lightning_accelerators,
+    lightning_precisions,
+    lightning_strategies,
+    ranged,
+    registry_names,
+)
 from research.errors import ConfigError, did_you_mean
+
+SOURCES = registry_names("research.data.sources", "SOURCES")
+TOKENIZERS = registry_names("research.tokenizers", "TOKENIZERS")
+OPTIMIZERS = registry_names("research.optim", "OPTIMIZERS")
+SCHEDULES = registry_names("research.optim", "SCHEDULES")
+ANY_SEED = "any integer seeds the generator"
 
 
 @dataclass
@@ -27,34 +41,58 @@ class CleanConfig:
     normalize: Literal["NFC", "NFKC", "none"] = "NFC"
     fix_encoding: bool = True  # repair UTF-8 read as cp1252/latin-1 (mojibake such as 'â€œ')
     drop_incomplete: bool = False  # drop documents that do not end a sentence
-    min_chars: int = 1  # drop documents shorter than this after cleaning
-    restrict_vocab: int | None = None  # keep only documents whose words are all in the top-N of train
+    min_chars: int = ranged(1, ge=0)  # drop documents shorter than this after cleaning
+    restrict_vocab: int | None = ranged(None, ge=1)  # keep only documents whose words are all in the top-N of train
 
 
 @dataclass
 class DataConfig:
-    source: str = "builtin"  # builtin | file | a preset name (see research.data.sources)
-    path: str | None = None  # local file or folder (file source, or a preset's local copy)
+    # builtin | file | a preset name (see research.data.sources)
+    source: str = ranged("builtin", choices=SOURCES, kind="data source")
+    # local file or folder (file source, or a preset's local copy); checked by check_runnable
+    path: str | None = ranged(None, nonempty=True)
     format: Literal["auto", "text", "jsonl", "parquet"] = "auto"
-    text_field: str = "text"  # JSON Lines / Parquet column holding the text
-    separator: str = "<|endoftext|>"  # document separator in plain-text files ("" = one document)
-    val_fraction: float = 0.1  # held-out share, for sources without their own validation split
-    test_fraction: float = 0.0  # held-out test share, for sources without their own test split
-    split_seed: int = 0
-    max_docs: int | None = None  # cap on training documents (after cleaning), for quick runs
-    n_docs: int = 4000  # builtin: stories generated (train + held-out)
-    grammar_seed: int = 0  # builtin: seed of the story sampler
+    text_field: str = ranged("text", nonempty=True)  # JSON Lines / Parquet column holding the text
+    # document separator in plain-text files ("" = one document)
+    separator: str = ranged("<|endoftext|>", free="any text separates documents; '' keeps one document")
+    val_fraction: float = ranged(0.1, ge=0.0, lt=1.0)  # held-out share, for sources without their own validation split
+    test_fraction: float = ranged(0.0, ge=0.0, lt=1.0)  # held-out test share, for sources without their own test split
+    split_seed: int = ranged(0, free=ANY_SEED)
+    max_docs: int | None = ranged(None, ge=1)  # cap on training documents (after cleaning), for quick runs
+    n_docs: int = ranged(4000, ge=2)  # builtin: stories generated (train + held-out)
+    grammar_seed: int = ranged(0, free=ANY_SEED)  # builtin: seed of the story sampler
     clean: CleanConfig = field(default_factory=CleanConfig)
+
+    def validate(self) -> None:
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise ValueError(f"test_fraction: val_fraction + test_fraction must be < 1 to leave training data, got "
+                             f"{self.val_fraction:g} + {self.test_fraction:g}")
+        if self.source == "file" and self.path is None:
+            raise ValueError("path: source 'file' needs a path: a text, JSONL or Parquet file (gzip ok), or a folder")
 
 
 @dataclass
 class TokenizerConfig:
-    kind: str = "char"  # char | word | bpe
-    vocab_size: int | None = None  # bpe: target size (required); word: cap, rarer words -> <unk>
+    kind: str = ranged("char", choices=TOKENIZERS, kind="tokenizer")  # char | word | bpe
+    # bpe: target size (required); word: cap, rarer words -> <unk>
+    vocab_size: int | None = ranged(None, ge=2)
     lowercase: bool = False
     # word: "words" splits punctuation off words; "whitespace" keeps a pre-tokenised corpus's own
     # tokens (PTB, WikiText), so per-token perplexity matches the published per-word figures
     split: Literal["words", "whitespace"] = "words"
+
+    def validate(self) -> None:
+        if self.kind == "bpe" and self.vocab_size is None:
+            raise ValueError("vocab_size: required for bpe (e.g. 512, 4096)")
+        if self.kind == "bpe" and self.vocab_size < BPE_MIN_VOCAB:
+            raise ValueError(f"vocab_size: {self.vocab_size} is below the {BPE_MIN_VOCAB} a byte-level BPE needs "
+                             "(256 bytes and end-of-text)")
+        if self.kind == "char" and self.vocab_size is not None:
+            raise ValueError("vocab_size: the char tokenizer takes every character seen; remove the key")
+
+
+#: a byte-level BPE starts from the 256 byte values, plus the end-of-text token
+BPE_MIN_VOCAB = 257
 
 
 @dataclass
@@ -62,58 +100,80 @@ class ModelConfig:
     """Base of every model's config; `arch` names the registry entry."""
 
     arch: str = "gpt"
-    match_params: float | None = None  # size the model to this many parameters (research.sizing)
+    # size the model to this many parameters (research.sizing)
+    match_params: float | None = ranged(None, gt=0)
 
 
 @dataclass
 class TrainConfig:
-    max_steps: int = 1000
-    batch_size: int = 32
-    lr: float = 1e-3
-    min_lr: float | None = None  # cosine floor; default lr / 10
-    warmup_steps: int = 100
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    grad_clip: float | None = 1.0
-    optimizer: str = "adamw"  # sgd | adam | adamw | muon (research.optim)
-    schedule: str = "cosine"  # constant | warmup | cosine | wsd | step_decay
-    momentum: float | None = None  # sgd / muon momentum; None: 0.9 for sgd, 0.95 for muon
+    max_steps: int = ranged(1000, ge=1)
+    batch_size: int = ranged(32, ge=1)
+    lr: float = ranged(1e-3, gt=0)
+    min_lr: float | None = ranged(None, ge=0)  # cosine floor; default lr / 10
+    warmup_steps: int = ranged(100, ge=0)
+    weight_decay: float = ranged(0.1, ge=0)
+    beta1: float = ranged(0.9, ge=0, lt=1)
+    beta2: float = ranged(0.95, ge=0, lt=1)
+    grad_clip: float | None = ranged(1.0, gt=0)
+    optimizer: str = ranged("adamw", choices=OPTIMIZERS, kind="optimizer")  # sgd | adam | adamw | muon (research.optim)
+    # constant | warmup | cosine | wsd | step_decay
+    schedule: str = ranged("cosine", choices=SCHEDULES, kind="schedule")
+    momentum: float | None = ranged(None, ge=0, lt=1)  # sgd / muon momentum; None: 0.9 for sgd, 0.95 for muon
     nesterov: bool | None = None  # sgd / muon Nesterov momentum; None: off for sgd, on for muon
-    decay_fraction: float = 0.2  # wsd: share of max_steps in the final linear decay (Hägele et al. 2024)
-    lr_decay: float = 0.5  # step_decay: lr factor per epoch once decay starts (Zaremba et al. 2014)
-    decay_after_epochs: int = 4  # step_decay: epochs at full lr before the first decay
-    steps_per_epoch: int | None = None  # step_decay: optimizer steps per pass over the training data
-    precision: str = "auto"  # auto: bf16-mixed where the hardware supports it, else 32-true
-    seed: int = 0
-    eval_every: int = 200  # steps between validation estimates
-    eval_batches: int = 20  # batches per validation estimate (a fixed, seeded set)
-    log_every: int = 10
+    # wsd: share of max_steps in the final linear decay (Hägele et al. 2024)
+    decay_fraction: float = ranged(0.2, gt=0, le=1)
+    lr_decay: float = ranged(0.5, gt=0, le=1)  # step_decay: lr factor per epoch once decay starts (Zaremba et al. 2014)
+    decay_after_epochs: int = ranged(4, ge=0)  # step_decay: epochs at full lr before the first decay
+    steps_per_epoch: int | None = ranged(None, ge=1)  # step_decay: optimizer steps per pass over the training data
+    # auto: bf16-mixed where the hardware supports it, else 32-true
+    precision: str = ranged("auto", choices=lightning_precisions, kind="precision")
+    seed: int = ranged(0, free=ANY_SEED)
+    eval_every: int = ranged(200, ge=1)  # steps between validation estimates
+    eval_batches: int = ranged(20, ge=1)  # batches per validation estimate (a fixed, seeded set)
+    log_every: int = ranged(10, ge=1)
     logger: Literal["csv", "tensorboard", "wandb"] = "csv"
-    accelerator: str = "auto"
-    devices: int = 1
+    accelerator: str = ranged("auto", choices=lightning_accelerators, kind="accelerator")
+    devices: int = ranged(1, ge=1)
     compile: bool | None = None  # torch.compile the inner nn.Module; None: on when training on CUDA
     progress_bar: bool | None = None  # None: only when stderr is a terminal
-    seq_len: int | None = None  # tokens per training sequence; None: the model's block_size (64 for RNNs)
-    checkpoint_every: int | None = None  # steps between resumable checkpoints; None: eval_every; 0: never
-    num_nodes: int = 1  # multi-node training (DDP/FSDP across nodes)
-    strategy: str = "auto"  # Lightning strategy: auto, ddp, fsdp, ddp_spawn, ...
+    seq_len: int | None = ranged(None, ge=1)  # tokens per training sequence; None: the model's block_size (64 for RNNs)
+    # steps between resumable checkpoints; None: eval_every; 0: never
+    checkpoint_every: int | None = ranged(None, ge=0)
+    num_nodes: int = ranged(1, ge=1)  # multi-node training (DDP/FSDP across nodes)
+    # Lightning strategy: auto, ddp, fsdp, ddp_spawn, ...
+    strategy: str = ranged("auto", choices=lightning_strategies, kind="strategy")
+
+    def validate(self) -> None:
+        if self.schedule != "constant" and self.warmup_steps > self.max_steps:
+            raise ValueError(f"warmup_steps: {self.warmup_steps} is longer than training (max_steps "
+                             f"{self.max_steps}); lower warmup_steps or use schedule: constant")
+        if self.min_lr is not None and self.min_lr > self.lr:
+            raise ValueError(f"min_lr: {self.min_lr:g} is above lr ({self.lr:g})")
 
 
 @dataclass
 class EvalConfig:
-    val_max_tokens: int | None = None  # cap on tokens scored in the final full pass (None = all)
-    samples: int = 4  # stories generated per prompt
-    sample_tokens: int = 200
-    temperature: float = 0.8
-    top_k: int | None = 50
-    top_p: float | None = None
-    prompts: list[str] = field(default_factory=lambda: [""])  # "" = unconditional, from end-of-text
+    val_max_tokens: int | None = ranged(None, ge=1)  # cap on tokens scored in the final full pass (None = all)
+    samples: int = ranged(4, ge=0)  # stories generated per prompt
+    sample_tokens: int = ranged(200, ge=1)
+    temperature: float = ranged(0.8, ge=0)
+    top_k: int | None = ranged(50, ge=1)
+    top_p: float | None = ranged(None, gt=0, le=1)
+    # "" = unconditional, from end-of-text
+    prompts: list[str] = ranged(factory=lambda: [""], free="any text is a prompt; '' samples from end-of-text")
     # loss at each context position, recorded during training (<cell>/per_position.json):
-    per_position_every: int | None = None  # steps between records; None: train.eval_every; 0: off
-    per_position_windows: int = 512  # validation windows scored (one seeded set for every cell); 64: jagged
-    tasks: list[str] = field(default_factory=list)  # extra registered evals run after training
-    options: dict[str, dict] = field(default_factory=dict)  # per-task options, keyed by task name
+    per_position_every: int | None = ranged(None, ge=0)  # steps between records; None: train.eval_every; 0: off
+    per_position_windows: int = ranged(512, ge=1)  # validation windows scored (one seeded set for every cell)
+    # extra registered evals run after training; names checked by evals.run.check_eval_config
+    tasks: list[str] = ranged(factory=list, nonempty=True)
+    # per-task options, keyed by task name; each eval checks its own (evals.run.check_eval_config)
+    options: dict[str, dict] = ranged(factory=dict, free="each eval validates its own options")
+
+    def validate(self) -> None:
+        own = (self.options.get("generation") or {}).get("samples")
+        if "generation" in self.tasks and self.samples == 0 and own is None:
+            raise ValueError("samples: is 0 but tasks has 'generation', which needs stories; set samples >= 1 "
+                             "(or options.generation.samples), or drop the task")
 
 
 @dataclass
@@ -130,6 +190,13 @@ class RunConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def validate(self) -> None:
+        """Checks across sections: what one section asks of another."""
+        context = getattr(self.model, "block_size", None)
+        if self.train.seq_len is not None and context is not None and self.train.seq_len > context:
+            raise ValueError(f"train.seq_len: {self.train.seq_len} is longer than the model's context "
+                             f"(model.block_size {context}); lower seq_len or raise block_size")
 
 
 # --------------------------------------------------------------------------------------------
@@ -243,13 +310,22 @@ def build(cls: type, raw: dict, path: str = "") -> Any:
         obj = cls(**kwargs)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{path or 'config'}: {e}") from None
+    check_fields(obj, path)
     check = getattr(obj, "validate", None)
     if check is not None:
         try:
             check()
         except ValueError as e:
-            raise ConfigError(f"{path or 'config'}: {e}") from None
+            raise ConfigError(_where(path, str(e), names)) from None
     return obj
+
+
+def _where(path: str, message: str, names: list[str]) -> str:
+    """`train` + `warmup_steps: ...` -> `train.warmup_steps: ...`; other messages keep `train: ...`."""
+    head = message.split(":", 1)[0]
+    if ":" in message and head.split(".", 1)[0].split("[", 1)[0] in names:
+        return _join(path, message)
+    return f"{path or 'config'}: {message}"
 
 
 def build_model_config(raw: Any, path: str) -> ModelConfig:

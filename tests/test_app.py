@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 
-from app.server import make_server
+from app.server import Server
 from research.checkpoint import load_cell
 from tests.helpers import TINY_BASE, run_cli, write_grid
 
@@ -28,7 +28,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 @pytest.fixture(scope="module")
 def results(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("app")
-    grid = write_grid(root / "tiny.yaml", name="tiny", grid={"model.n_embd": [16, 24]})
+    grid = write_grid(root / "tiny.yaml", name="tiny", grid={"model.n_embd": [8, 16]})  # as text 16 < 8
     proc = run_cli(grid, "--results-dir", root / "results")
     assert proc.returncode == 0, proc.stderr
     return root / "results"
@@ -38,19 +38,15 @@ def results(tmp_path_factory) -> Path:
 def server(results):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as `python -m app` does (its --threads)
-    srv = make_server(results, port=0, cache_size=1)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
+    srv = Server(results, port=0, cache_size=1).start()
     yield srv
-    srv.shutdown()
-    srv.server_close()
-    srv.app.close()
+    srv.stop()
     torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
 def url(server) -> str:
-    return f"http://127.0.0.1:{server.server_address[1]}"
+    return f"http://127.0.0.1:{server.port}"
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +98,7 @@ def test_grid_list_and_cell_rows(url, cells):
     assert detail["axes"] == ["model.n_embd"] and detail["metrics"][:2] == ["params", "val_loss"]
     rows = {r["cell"]: r for r in detail["rows"]}
     assert sorted(rows) == cells
-    assert sorted(r["axes"]["model.n_embd"] for r in rows.values()) == [16, 24]
+    assert sorted(r["axes"]["model.n_embd"] for r in rows.values()) == [8, 16]
     assert all(0 < r["metrics"]["val_loss"] < 6 and r["progress"] == 1.0 for r in rows.values())
 
 
@@ -117,7 +113,8 @@ def test_curve_reads_the_training_log(url, cells):
 
 
 def test_partial_cell_shows_progress(url, results, cells):
-    """A cell killed mid-training (config and log, no DONE) is reported as partial, with its step."""
+    """A cell killed mid-training (config and log, no DONE) is reported as partial, with its step;
+    its fresh files do not make it running: only a live claim does."""
     part = results / "tiny" / "killed__s0__000000"
     part.mkdir()
     try:
@@ -128,7 +125,7 @@ def test_partial_cell_shows_progress(url, results, cells):
         row = next(r for r in detail["rows"] if r["cell"] == part.name)
         assert row["status"] == "partial" and row["step"] == 5 and row["max_steps"] == 12
         assert row["progress"] == pytest.approx(6 / 12)
-        assert detail["running"]  # its files changed seconds ago
+        assert not detail["running"] and row["phase"] is None and row["eta_s"] is None
     finally:
         shutil.rmtree(part)
 
@@ -183,7 +180,7 @@ def test_unfinished_cell_cannot_be_prompted(url, results, cells):
 def test_model_cache_keeps_the_most_recent(server, url, cells):
     for cell in cells:
         generate(url, grid="tiny", cell=cell, max_tokens=1, seed=0)
-    assert len(server.app.models) == 1  # cache_size=1: the first cell was evicted
+    assert len(server.core.models) == 1  # cache_size=1: the first cell was evicted
 
 
 def test_paths_outside_the_results_folder_are_refused(url, results):
@@ -248,7 +245,7 @@ def test_start_runs_the_grid_in_the_background(server, url, results):
     grid = wait_for(listed)  # the runner's grid.json makes it visible with its cells
     assert grid["cells"] == 1 and grid["running"] and grid["done"] == 0
     assert "_app" not in {g["name"] for g in json.loads(get(f"{url}/api/grids")[1])["grids"]}
-    server.app.close()  # stop it rather than let 400 steps compete with the next tests for the CPU
+    server.core.close()  # stop it rather than let 400 steps compete with the next tests for the CPU
     assert not json.loads(get(f"{url}/api/runs")[1])["runs"][-1]["running"]
 
 
@@ -296,7 +293,9 @@ def test_browser_lists_grids_and_sorts_cells(page, cells):
         page.wait_for_selector(f"#cells th[data-key='val_loss']:has-text('{arrow}')")
         losses = [float(t) for t in page.locator(f"#cells tbody tr td:nth-child({col})").all_inner_texts()]
         assert len(losses) == 2 and losses == sorted(losses, reverse=descending)
-    assert page.locator("#curve polyline").count() >= 2  # a training-loss curve per cell
+    page.wait_for_selector("#curve canvas")  # drawn by uPlot, served from the package
+    labels = page.evaluate("() => state.chart.series.slice(1).map(s => s.label)")
+    assert sum(label.endswith(" train") for label in labels) == 2  # a training-loss curve per cell
 
 
 def test_browser_prompt_streams_a_story(page, cells):
@@ -331,3 +330,234 @@ def test_browser_shows_yaml_errors_inline(page):
     page.click("#start")
     page.wait_for_selector("#yaml-error:has-text('n_layr')")
     assert "started" not in page.inner_text("#yaml-ok")
+
+
+# liveness, time, collisions, cross-origin refusal -----------------------------------------------
+
+
+def test_running_comes_from_the_claim_heartbeat(url, results, cells):
+    """A live runner's claim makes a cell running, with its phase, elapsed time and ETA; the claim
+    of a runner that died makes it stale at once, however fresh its files are."""
+    import subprocess
+    import sys
+
+    from ablations.claims import release, try_claim
+
+    part = results / "tiny" / "claimed__s0__000000"
+    part.mkdir()
+    try:
+        shutil.copy(results / "tiny" / cells[0] / "config.yaml", part)
+        log = (results / "tiny" / cells[0] / "metrics.csv").read_text().splitlines()
+        (part / "metrics.csv").write_text("\n".join(log[:3]) + "\n")  # header + steps 2 and 5 of 12
+        claim = try_claim(results / "tiny", part.name, "test-runner")  # held by this (live) process
+        time.sleep(0.5)
+        detail = json.loads(get(f"{url}/api/grid/tiny")[1])
+        row = next(r for r in detail["rows"] if r["cell"] == part.name)
+        assert row["status"] == "running" and row["phase"] == "training step 6/12" and detail["running"]
+        assert row["elapsed_s"] >= 0.5 and row["eta_s"] == pytest.approx(row["elapsed_s"], rel=0.05)  # half done
+        assert detail["elapsed_s"] is not None and detail["eta_s"] is not None
+        tiny = next(g for g in json.loads(get(f"{url}/api/grids")[1])["grids"] if g["name"] == "tiny")
+        assert tiny["running"] is True and tiny["running_cells"] == 1
+        release(claim)
+        code = ("import sys; from ablations.claims import try_claim; "
+                f"assert try_claim(sys.argv[1], {part.name!r}, 'doomed') is not None")
+        subprocess.run([sys.executable, "-c", code, str(results / "tiny")], check=True)  # claims, then dies
+        detail = json.loads(get(f"{url}/api/grid/tiny")[1])
+        row = next(r for r in detail["rows"] if r["cell"] == part.name)
+        assert row["status"] == "stale" and not detail["running"] and row["eta_s"] is None
+    finally:
+        shutil.rmtree(part)
+        shutil.rmtree(results / "tiny" / ".claims", ignore_errors=True)
+
+
+def test_done_cells_report_their_wall_clock(url):
+    detail = json.loads(get(f"{url}/api/grid/tiny")[1])
+    assert all(r["wall_s"] > 0 and r["wall_s"] == r["metrics"]["wall_s"] for r in detail["rows"])
+    assert detail["elapsed_s"] >= max(r["wall_s"] for r in detail["rows"]) and detail["eta_s"] is None
+
+
+def test_a_symlinked_grid_is_skipped_not_fatal(url, results, tmp_path):
+    outside = tmp_path / "elsewhere"
+    (outside / "cell").mkdir(parents=True)
+    (outside / "cell" / "config.yaml").write_text("{}\n")
+    link = results / "linked"
+    link.symlink_to(outside, target_is_directory=True)
+    try:
+        status, body = get(f"{url}/api/grids")
+        data = json.loads(body)
+        assert status == 200 and "tiny" in [g["name"] for g in data["grids"]]
+        assert data["skipped"] == [{"name": "linked", "reason": "grid 'linked': outside the results folder"}]
+    finally:
+        link.unlink()
+
+
+def test_cross_origin_and_wrong_media_types_are_refused(server, url):
+    runs = len(server.core.runs)
+    text = started_grid("forged", max_steps=5)
+    body = json.dumps({"yaml": text}).encode()
+    cases = [
+        ({"Content-Type": "text/plain; x=application/json"}, 415, "Content-Type: application/json"),
+        ({"Content-Type": "application/json", "Origin": "http://evil.example"}, 403, "Origin 'http://evil.example'"),
+        ({"Content-Type": "application/json", "Origin": "http://localhost:1"}, 403, "refused"),
+        ({"Content-Type": "application/json", "Sec-Fetch-Site": "cross-site"}, 403, "cross-site request refused"),
+        ({"Content-Type": "application/json", "Sec-Fetch-Site": "same-site"}, 403, "same-site request refused"),
+    ]
+    for headers, code, message in cases:
+        req = urllib.request.Request(f"{url}/api/start", data=body, headers=headers)
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(req, timeout=30)
+        assert err.value.code == code and message in json.loads(err.value.read())["error"], headers
+    assert len(server.core.runs) == runs and not (server.core.results_dir / "forged").exists()
+    with urllib.request.urlopen(url + "/", timeout=30) as r:
+        assert "frame-ancestors 'none'" in r.headers["Content-Security-Policy"]
+        assert r.headers["X-Frame-Options"] == "DENY" and r.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_a_grid_name_on_disk_is_refused_or_resumed(server, url, results):
+    changed = yaml.safe_load((results.parent / "tiny.yaml").read_text())
+    changed["grid"] = {"model.n_embd": [8, 16, 32]}
+    status, refused = post(f"{url}/api/start", {"yaml": yaml.safe_dump(changed)})
+    assert status == 409 and "different definition" in refused["error"] and "another name" in refused["error"]
+    before = (results / "tiny" / "grid.json").read_text()
+    same = (results.parent / "tiny.yaml").read_text()
+    status, ask = post(f"{url}/api/start", {"yaml": same})
+    assert status == 409 and ask["resume"] is True and "resume it" in ask["error"]
+    assert (results / "tiny" / "grid.json").read_text() == before
+
+
+def test_stop_needs_a_live_runner(url):
+    status, body = post(f"{url}/api/stop", {"grid": "tiny"})
+    assert status == 409 and "no live runner" in body["error"]
+
+
+# browser: a second origin, liveness of a killed runner, ETA, collisions, the stop button ---------
+
+
+ATTACK_PAGE = """<!doctype html><html><body>
+<iframe id="frame" src="{app}/"></iframe>
+<form id="form" method="POST" action="{app}/api/start" enctype="text/plain" target="sink">
+  <input name='{{"yaml": "{yaml}", "x": "' value='"}}'></form>
+<iframe name="sink"></iframe>
+<script>
+  fetch("{app}/api/start", {{method: "POST", mode: "no-cors",
+        headers: {{"Content-Type": "text/plain; x=application/json"}},
+        body: JSON.stringify({{yaml: "{yaml}"}})}}).finally(() => {{
+    document.getElementById("form").submit();
+    document.title = "sent";
+  }});
+</script></body></html>"""
+
+
+@pytest.fixture
+def second_origin(tmp_path):
+    """Another web server, on another port of this host: another origin, as a page elsewhere is."""
+    import functools
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *a: None
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield tmp_path, f"http://localhost:{srv.server_address[1]}"
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_browser_second_origin_cannot_start_a_grid_or_frame_the_app(page, server, url, second_origin):
+    folder, origin = second_origin
+    text = started_grid("forged", max_steps=5).replace("\n", "\\n").replace('"', '\\"')
+    (folder / "attack.html").write_text(ATTACK_PAGE.format(app=url, yaml=text))
+    attacker = page.context.browser.new_page()
+    answers: list[int] = []
+    attacker.on("response", lambda r: answers.append(r.status) if "/api/start" in r.url else None)
+    runs = len(server.core.runs)
+    try:
+        attacker.goto(f"{origin}/attack.html")
+        attacker.wait_for_function("document.title === 'sent'")
+        wait_for(lambda: len(answers) >= 2, timeout=20)  # the fetch and the form both reached the app
+        assert len(attacker.frames) == 3  # the page, the framed app, the form's target
+        assert all(f.query_selector("#grids") is None for f in attacker.frames)  # frame-ancestors 'none'
+    finally:
+        attacker.close()
+    assert answers == [403, 403], answers
+    assert len(server.core.runs) == runs and not (server.core.results_dir / "forged").exists()
+
+
+def test_browser_liveness_and_eta_of_a_runner_killed_from_the_command_line(page, url, results, tmp_path):
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO
+
+    grid = write_grid(tmp_path / "live.yaml", name="live", grid={"train.lr": [1e-3]},
+                      train={"max_steps": 5000, "log_every": 10, "eval_every": 5000})
+    proc = subprocess.Popen([sys.executable, "-m", "ablations.run", str(grid), "--results-dir", str(results)],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        page.goto(f"{url}/")
+        page.wait_for_selector("#grids tr[data-grid='live'] .badge:has-text('running')", timeout=90_000)
+        page.click("#grids tr[data-grid='live']")
+        page.wait_for_selector("#cells tbody tr td:has-text('training step')", timeout=90_000)
+        page.wait_for_function("/\\d+m\\d\\ds/.test(document.querySelector('#cells tbody tr td.eta_s').textContent)")
+        assert page.inner_text("#grids tr[data-grid='live'] td.eta").strip()
+        assert page.inner_text("#grids tr[data-grid='live'] td.elapsed").strip()
+        assert page.inner_text("#cells tbody tr td.status-running") == "running"
+    finally:
+        proc.kill()  # SIGKILL: no chance to release its claim
+        proc.wait()
+    page.wait_for_selector("#cells tbody tr td.status-stale")
+    page.wait_for_selector("#grids tr[data-grid='live'] .badge", state="detached")
+    assert page.inner_text("#cells tbody tr td.eta_s") == ""
+
+
+def test_browser_refuses_a_name_collision_and_offers_resume(page, url, results):
+    page.goto(f"{url}/")
+    changed = yaml.safe_load((results.parent / "tiny.yaml").read_text())
+    changed["grid"] = {"model.n_embd": [8, 16, 32]}
+    page.fill("#yaml", yaml.safe_dump(changed))
+    page.click("#start")
+    page.wait_for_selector("#yaml-error:has-text('different definition')")
+    assert not page.is_visible("#resume")
+    page.fill("#yaml", (results.parent / "tiny.yaml").read_text())
+    page.click("#start")
+    page.wait_for_selector("#yaml-error:has-text('resume it')")
+    assert page.is_visible("#resume")
+
+
+def test_browser_stop_button(page, server, url, results):
+    page.goto(f"{url}/")
+    page.fill("#yaml", started_grid("stoppable", max_steps=5000))
+    page.click("#start")
+    page.wait_for_selector("#yaml-ok:has-text('started grid')")
+    row = "#grids tr[data-grid='stoppable']"
+    page.wait_for_selector(f"{row} .badge:has-text('running')", timeout=90_000)
+    claims = results / "stoppable" / ".claims"
+    wait_for(lambda: claims.is_dir() and any(claims.iterdir()))
+    page.click(f"{row} button.stop-grid")
+    page.wait_for_selector(f"{row} .badge", state="detached", timeout=30_000)
+    run = next(r for r in json.loads(get(f"{url}/api/runs")[1])["runs"] if r["grid"] == "stoppable")
+    assert not run["running"]  # Lightning turns SIGTERM into a clean exit: claim released, cell resumable
+    (row,) = json.loads(get(f"{url}/api/grid/stoppable")[1])["rows"]
+    assert row["status"] in ("partial", "stale") and (row["step"] is None or row["step"] < 4999)
+    assert page.inner_text("#stop-error") == ""
+
+
+def test_browser_keeps_the_selection_in_the_url_and_sorts_cells_naturally(page, url, cells):
+    page.goto(f"{url}/#grid=tiny&cell={cells[1]}&sort=cell&dir=asc")
+    page.wait_for_selector(f"#cells tbody tr.selected[data-cell='{cells[1]}']")
+    order = page.eval_on_selector_all("#cells tbody tr", "rows => rows.map(r => r.dataset.cell)")
+    assert order == sorted(order, key=lambda c: int(c.split("-")[1].split("__")[0]))  # 8 before 16 (as numbers)
+    page.reload()
+    page.wait_for_selector(f"#cells tbody tr.selected[data-cell='{cells[1]}']")
+    page.wait_for_selector("#curve canvas")
+    ticks = page.evaluate("() => state.chart.yLabels")  # the y-axis labels as drawn
+    assert len(ticks) >= 2 and len(set(ticks)) == len(ticks), ticks
+
+
+def test_the_pages_example_grid_is_valid(url):
+    html = get(url + "/")[1].decode()
+    example = html.split('<textarea id="yaml"', 1)[1].split(">", 1)[1].split("</textarea>", 1)[0]
+    status, res = post(f"{url}/api/validate", {"yaml": example})
+    assert status == 200 and res["ok"], res["error"]
+    status, js = get(url + "/static/uPlot.iife.min.js")  # the chart library comes from the package
+    assert status == 200 and js.startswith(b"/*! https://github.com/leeoniya/uPlot (v1.6.32) */")

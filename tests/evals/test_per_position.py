@@ -69,7 +69,7 @@ def test_checkpoint_eval_writes_records_the_paper_reads(tmp_path):
     V = 5
     model = PeriodTwoModel(V)
     model.block_size = 8
-    cfg = RunConfig.from_dict({"train": {"max_steps": 77}})
+    cfg = RunConfig.from_dict({"train": {"max_steps": 77, "warmup_steps": 7}})
     ctx = EvalContext(model=model, tokenizer=None, config=cfg, cell_dir=tmp_path,
                       load_tokens=lambda split: np.array([1, 3] * 50))
     res = per_position.evaluate(ctx, {"n_windows": 4})

@@ -91,3 +91,13 @@ def test_cli_errors_are_one_line(cell, capsys):
     assert "only eval.* keys" in capsys.readouterr().err
     assert run_main(main, [str(cell_dir)]) == 2  # the cell lists no eval.tasks
     assert "pass --evals" in capsys.readouterr().err
+
+
+def test_eval_overrides_are_range_checked_before_the_model_loads(cell, capsys):
+    cell_dir, _, _ = cell
+    (cell_dir / "model.pt").unlink()  # loading would fail with another message: the checks come first
+    assert run_main(main, [str(cell_dir), "--evals", "perplexity", "--set", "eval.temperature=-1"]) == 2
+    assert "eval.temperature: must be >= 0, got -1" in capsys.readouterr().err
+    args = [str(cell_dir), "--evals", "perplexity", "--set", "eval.options.perplexty.max_tokens=5"]
+    assert run_main(main, args) == 2
+    assert "eval.options.perplexty: unknown eval 'perplexty'; did you mean 'perplexity'?" in capsys.readouterr().err
