@@ -33,6 +33,7 @@ first N). lm-eval is an optional extra: `pip install -e '.[lm_eval]'`.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import sys
 from dataclasses import dataclass, field
@@ -157,10 +158,10 @@ def cell_lm_class():
     return CellLM
 
 
-def task_specs(opts: LmEvalOptions, manager) -> list:
-    """Task names, or full configs with `dataset_path: json` + `data_files` where `data` names a file."""
-    from lm_eval.tasks._yaml_loader import load_yaml
-
+def local_files(opts: LmEvalOptions) -> dict[str, dict[str, str]]:
+    """task -> {split ("" = its evaluation split(s)) -> absolute path}, checked to exist."""
+    if not opts.tasks:
+        raise ConfigError(f"eval.options.{NAME}.tasks: empty; name lm-eval tasks, e.g. [hellaswag, arc_easy]")
     files: dict[str, dict[str, str]] = {}
     for key, path in opts.data.items():
         task, _, split = key.partition(":")
@@ -169,6 +170,43 @@ def task_specs(opts: LmEvalOptions, manager) -> list:
         if not Path(path).expanduser().exists():
             raise DataError(f"eval.options.{NAME}.data.{key}: {path} does not exist")
         files.setdefault(task, {})[split] = str(Path(path).expanduser().resolve())
+    return files
+
+
+@functools.lru_cache(maxsize=8)
+def indexed_tasks(paths: tuple[str, ...], include_defaults: bool):
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=list(paths) or None, include_defaults=include_defaults)
+
+
+def task_manager(opts: LmEvalOptions):
+    """lm-eval's TaskManager, indexing only the built-in task folders the names point at when it can.
+
+    Indexing all of lm-eval's ~14,000 task YAMLs takes half a minute or more; a task's folder is
+    almost always its name or a prefix of it (`arc_easy` in `arc/`, `blimp_passive_1` in `blimp/`),
+    so those folders (and `include_path`) are indexed first, and everything only when a name is not
+    found there. Either way the task is built from the same YAML file.
+    """
+    from lm_eval import tasks as lm_tasks
+
+    root = Path(lm_tasks.__file__).parent
+    own = (str(Path(opts.include_path).expanduser()),) if opts.include_path else ()
+    folders = set()
+    for name in opts.tasks:
+        parts = name.split("_")
+        folders.update(root / "_".join(parts[:k]) for k in range(1, len(parts) + 1))
+    narrow = indexed_tasks(tuple(sorted(str(f) for f in folders if f.is_dir())) + own, False)
+    if all(name in narrow.task_index for name in opts.tasks):
+        return narrow
+    return indexed_tasks(own, True)
+
+
+def task_specs(opts: LmEvalOptions, manager) -> list:
+    """Task names, or full configs with `dataset_path: json` + `data_files` where `data` names a file."""
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    files = local_files(opts)
     specs = []
     for task in opts.tasks:
         entry = manager.task_index.get(task)
@@ -208,14 +246,16 @@ def leaf_tasks(task_dict) -> dict:
     return out
 
 
-def run_tasks(model, tokenizer, opts: LmEvalOptions, device: str = "cpu") -> dict:
-    """lm-eval's `simple_evaluate` on the cell: its raw results dict (results, versions, n-samples)."""
-    lm_eval = require_lm_eval()
-    from lm_eval.tasks import TaskManager, get_task_dict
+def run_tasks(model, tokenizer, opts: LmEvalOptions, device: str = "cpu", log_samples: bool = False) -> dict:
+    """lm-eval's `simple_evaluate` on the cell: its raw results dict (results, versions, n-samples).
 
-    if not opts.tasks:
-        raise ConfigError(f"eval.options.{NAME}.tasks: empty; name lm-eval tasks, e.g. [hellaswag, arc_easy]")
-    manager = TaskManager(include_path=opts.include_path)
+    log_samples=True keeps lm-eval's per-item records (`samples`: doc, responses, metrics).
+    """
+    lm_eval = require_lm_eval()
+    from lm_eval.tasks import get_task_dict
+
+    local_files(opts)  # checked before the (slow) task index is built
+    manager = task_manager(opts)
     specs = task_specs(opts, manager)
     try:
         loaded = leaf_tasks(get_task_dict(specs, manager))
@@ -228,7 +268,7 @@ def run_tasks(model, tokenizer, opts: LmEvalOptions, device: str = "cpu") -> dic
         samples = {name: seeded_subset(len(task.eval_docs), opts.limit, opts.seed) for name, task in loaded.items()}
     lm = cell_lm_class()(model, tokenizer, device, opts.batch_size, opts.max_gen_toks, opts.seed)
     return lm_eval.simple_evaluate(model=lm, tasks=specs, task_manager=manager, num_fewshot=opts.num_fewshot,
-                                   samples=samples, log_samples=False, random_seed=opts.seed,
+                                   samples=samples, log_samples=log_samples, random_seed=opts.seed,
                                    numpy_random_seed=opts.seed, torch_random_seed=opts.seed,
                                    fewshot_random_seed=opts.seed, bootstrap_iters=1000)
 
@@ -289,7 +329,7 @@ def main(argv=None) -> int:
     options = {"tasks": [t.strip() for t in args.tasks.split(",") if t.strip()], "data": data,
                "include_path": args.include_path, "limit": args.limit, "seed": args.seed,
                "num_fewshot": args.num_fewshot, "batch_size": args.batch_size}
-    build(LmEvalOptions, options, "--")  # bad flags fail before the model loads
+    local_files(build(LmEvalOptions, options, f"eval.options.{NAME}"))  # bad flags fail before the model loads
     require_lm_eval()
     device = args.device
     if device == "auto":
