@@ -14,7 +14,7 @@ import yaml
 
 from evals import blimp, hellaswag
 from evals.base import EvalContext
-from evals.scoring import read_jsonl, seeded_subset
+from evals.scoring import read_jsonl, score_continuations, seeded_subset
 from research.checkpoint import save_weights
 from research.config import RunConfig, TokenizerConfig
 from research.errors import ConfigError, run_main
@@ -29,7 +29,7 @@ from tests.evals.lookup_model import LookupModel, random_table
 lm_eval = pytest.importorskip("lm_eval")
 from lm_eval.api.instance import Instance  # noqa: E402
 
-from evals.lm_eval import cell_lm_class, evaluate, main, run_tasks  # noqa: E402
+from evals.lm_eval import LmEvalOptions, cell_lm_class, evaluate, main, run_tasks  # noqa: E402
 
 TOK = CharTokenizer(list(" ab"))  # ids: EOT 0, <unk> 1, ' ' 2, a 3, b 4
 ID = {c: i for i, c in enumerate(TOK.itos)}
@@ -154,18 +154,14 @@ def test_harness_hellaswag_and_blimp_decide_as_lm_eval_on_the_same_items(shared_
     tok = BPETokenizer.train(TokenizerConfig(kind="bpe", vocab_size=400), [text])
     torch.manual_seed(0)
     model = GPT(GPT.tiny_config(), tok.vocab_size).eval()
-    opts = {"tasks": ["hellaswag", "blimp_anaphor_number_agreement"], "limit": 60,
-            "data": {"hellaswag": str(hs_file),
-                     "blimp_anaphor_number_agreement": str(shared_data / "blimp" / "anaphor_number_agreement.jsonl.gz")}}
-    from evals.lm_eval import LmEvalOptions
-
-    raw = run_tasks(model, tok, LmEvalOptions(**opts), log_samples=True)
+    blimp_file = shared_data / "blimp" / "anaphor_number_agreement.jsonl.gz"
+    opts = LmEvalOptions(tasks=["hellaswag", "blimp_anaphor_number_agreement"], limit=60,
+                         data={"hellaswag": str(hs_file), "blimp_anaphor_number_agreement": str(blimp_file)})
+    raw = run_tasks(model, tok, opts, log_samples=True)
     theirs = {s["doc_id"]: s for s in raw["samples"]["hellaswag"]}
     assert sorted(theirs) == seeded_subset(24, 60, 0) == list(range(24))
     items = [hellaswag.to_item(d) for d in hs_docs]
     ours = hellaswag.score_items(model, tok, items, batch_size=7)
-    from evals.scoring import score_continuations
-
     our_ll = score_continuations(model, tok, [(it.query, " " + e) for it in items for e in it.endings])
     for i in range(24):
         assert [theirs[i]["acc"], theirs[i]["acc_norm"]] == [ours["acc"][i], ours["acc_norm"][i]]
