@@ -110,8 +110,16 @@ def main(argv=None) -> int:
                          device="cpu", dtype="float32")
     report = {"cell": str(args.cell_dir), "arch": cell.config.model.arch, "tokenizer": tok.kind}
     for name, lm in lms.items():
+        keep = list(range(len(items)))
+        if name == "hf":  # lm-eval's HF model refuses a continuation longer than the context window
+            keep = [i for i, it in enumerate(items)
+                    if all(len(tok.encode(" " + e)) <= model.block_size for e in it.endings)]
+            short = Path(tmp.name) / "hellaswag_fitting.jsonl"
+            short.write_text("".join(json.dumps(docs[i]) + "\n" for i in keep))
+            data = data | {"hellaswag": str(short)}
         theirs = lm_eval_samples(lm, tasks, data)
-        rows = {"hellaswag": compare(hs_ll, hs_dec, theirs["hellaswag"])}
+        rows = {"hellaswag": compare([hs_ll[i] for i in keep], {m: [d[i] for i in keep] for m, d in hs_dec.items()},
+                                     theirs["hellaswag"])}
         for p in paradigms:
             rows[f"blimp_{p}"] = compare(ours_bl[p][0], ours_bl[p][1], theirs[f"blimp_{p}"])
         report[name] = rows
@@ -119,11 +127,11 @@ def main(argv=None) -> int:
             report["blimp_doc_start"] = {p: {"pairs": len(pairs[p]), "decided_differently": int(sum(
                 (ours_bl[p][2][i] != theirs[f"blimp_{p}"][i]["acc"]) for i in range(len(pairs[p])))),
                 "ties_in_doc_start": int(np.sum(ours_bl[p][2] == 0.5))} for p in paradigms}
+        if args.out:
+            atomic_write_json(args.out, report)
     if tmp is not None:
         tmp.cleanup()
     print(json.dumps(report, indent=1))
-    if args.out:
-        atomic_write_json(args.out, report)
     return 0
 
 
