@@ -19,5 +19,6 @@ EVALS = Registry(
         "generation": "evals.generation:evaluate",
         "novelty": "evals.novelty:evaluate",
         "per_position": "evals.per_position:evaluate",
+        "lm_eval": "evals.lm_eval:evaluate",
     },
 )

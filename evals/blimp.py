@@ -1,22 +1,32 @@
 """BLiMP (Warstadt et al. 2020, TACL 8): 67 paradigms x 1,000 minimal pairs of English grammar.
 
-A pair is right when the model gives `sentence_good` a higher total log-probability than
-`sentence_bad` (the paper's "simple LM method"; each sentence is scored from a document boundary,
-the EOT token, as lm-evaluation-harness's `blimp` tasks do with an empty context). Reported:
+Matches lm-evaluation-harness 0.4.13's `blimp` group (67 `blimp_<paradigm>` tasks, task version
+1.0, group version 2.0; `lm_eval/tasks/blimp/_template_yaml`) pair for pair:
 
-- `acc`: the mean of the 67 paradigm accuracies (the paper's and the authors' `models_summary`
-  "overall" figure: GPT-2 0.830, LSTM 0.698, Transformer-XL 0.696, 5-gram 0.612);
+- each sentence is the continuation `" " + sentence` of an empty context (the template's
+  `doc_to_text` is "" and its target delimiter a space), so it is scored after the end-of-text
+  token with a leading space: with a byte-level BPE, "Robert" is then scored as `ĠRober|t`, as in
+  running text, not as `R|ober|t`;
+- a pair is right when `argmax(logp(good), logp(bad))` is the good sentence, so a tie counts as
+  right (numpy's argmax takes the first). The release has 7 pairs whose two sentences are
+  identical (`passive_1` pairIDs 324 and 810; `principle_A_case_2` 105, 287, 372, 816 and 967):
+  every model ties on them and gets them right; their count is in `details["ties"]`.
+
+Reported (all lm-eval's definition):
+
+- `acc`: the mean of the paradigm accuracies (lm-eval's group aggregate, `weight_by_size: false`;
+  also the paper's "overall" figure: GPT-2 0.830, LSTM 0.698, Transformer-XL 0.696, 5-gram 0.612);
 - `acc/field/<field>`: mean over the paradigms of each field (morphology, syntax,
   syntax_semantics, semantics; the one file spelling it `syntax/semantics` is folded in);
 - `acc/phenomenon/<linguistics_term>`: mean over the paradigms of each of the 13 terms;
-- `acc/<paradigm>`: each paradigm.
+- `acc/<paradigm>`: each paradigm (lm-eval's `blimp_<paradigm>` acc).
 
-Ties count as half right. A tie is a pair the model cannot separate, so half is the expected score
-of breaking it at random. The release has 7 pairs whose two sentences are identical
-(`passive_1` pairIDs 324 and 810; `principle_A_case_2` 105, 287, 372, 816 and 967); every model ties
-on them. Counting them as wrong (lm-eval's `>`) would lower `passive_1` by 0.001 and
-`principle_A_case_2` by 0.0025 for every model; the number of ties is in `details["ties"]`.
 `stderr["acc"]` is the binomial standard error over all pairs scored.
+
+With `doc_start: true` it also reports `acc_doc_start` (mean over paradigms), a scoring of our
+own and no peer's: each sentence scored as a training document starts, right after end-of-text
+with no leading space, and a tie counted as half right (the expected score of breaking it at
+random). It was `acc` up to version 1 of this eval.
 
 Data: HF `nyu-mll/blimp` (one config per paradigm, split `train`) by default, or `path`: a folder
 of `<paradigm>.jsonl[.gz]` files as in the authors' repository (`data/`), or one JSON Lines file;
@@ -37,7 +47,7 @@ from research.config import build
 from research.errors import ConfigError, DataError
 
 NAME = "blimp"
-VERSION = 1
+VERSION = 2
 HF_DATASET = "nyu-mll/blimp"
 
 #: the 67 paradigms, as file names in alexwarstadt/blimp `data/` (and HF config names)
@@ -71,6 +81,7 @@ class BlimpOptions:
     limit: int | None = None  # seeded random sample of N pairs per paradigm
     seed: int = 0
     batch_size: int = 64
+    doc_start: bool = False  # also report acc_doc_start (no leading space, ties half; version 1's acc)
 
 
 def load_pairs(opts: BlimpOptions) -> dict[str, list[dict]]:
@@ -100,13 +111,38 @@ def load_pairs(opts: BlimpOptions) -> dict[str, list[dict]]:
     return dict(sorted(by_paradigm.items()))
 
 
-def pair_scores(model, tokenizer, pairs: list[dict], batch_size: int = 64, device: str = "cpu") -> np.ndarray:
-    """1 where the good sentence is more likely, 0 where less, 0.5 on a tie."""
-    sentences = [p["sentence_good"] for p in pairs] + [p["sentence_bad"] for p in pairs]
+def pair_logprobs(model, tokenizer, pairs: list[dict], leading_space: bool = True, batch_size: int = 64,
+                  device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """Log-probabilities (nats) of each pair's good and bad sentence, read after end-of-text.
+
+    leading_space=True scores `" " + sentence` (lm-eval's request); False scores the sentence as
+    a document starts.
+    """
+    prefix = " " if leading_space else ""
+    sentences = [prefix + p["sentence_good"] for p in pairs] + [prefix + p["sentence_bad"] for p in pairs]
     scores = sentence_logprobs(model, tokenizer, sentences, batch_size, device)
     good = np.array([s.logprob for s in scores[: len(pairs)]])
     bad = np.array([s.logprob for s in scores[len(pairs):]])
+    return good, bad
+
+
+def pair_scores(model, tokenizer, pairs: list[dict], batch_size: int = 64, device: str = "cpu") -> np.ndarray:
+    """lm-eval's per-pair acc: 1 where the good sentence is at least as likely as the bad one, else 0."""
+    good, bad = pair_logprobs(model, tokenizer, pairs, True, batch_size, device)
+    return (good >= bad).astype(np.float64)
+
+
+def doc_start_scores(model, tokenizer, pairs: list[dict], batch_size: int = 64, device: str = "cpu") -> np.ndarray:
+    """acc_doc_start per pair: no leading space; 1 where good is more likely, 0 where less, 0.5 on a tie."""
+    good, bad = pair_logprobs(model, tokenizer, pairs, False, batch_size, device)
     return np.where(good > bad, 1.0, np.where(good == bad, 0.5, 0.0))
+
+
+def paradigm_mean(owner: list[str], scores: np.ndarray) -> dict[str, float]:
+    per_paradigm: dict[str, list[float]] = defaultdict(list)
+    for paradigm, s in zip(owner, scores):
+        per_paradigm[paradigm].append(float(s))
+    return {p: float(np.mean(v)) for p, v in per_paradigm.items()}
 
 
 def field_of(row: dict) -> str:
@@ -121,11 +157,9 @@ def evaluate(ctx: EvalContext, options: dict) -> EvalResult:
         for i in seeded_subset(len(rows), opts.limit, opts.seed):
             flat.append(rows[i])
             owner.append(paradigm)
-    scored = pair_scores(ctx.model, ctx.tokenizer, flat, opts.batch_size, ctx.device)
-    per_paradigm: dict[str, list[float]] = defaultdict(list)
-    for paradigm, s in zip(owner, scored):
-        per_paradigm[paradigm].append(float(s))
-    acc = {p: float(np.mean(v)) for p, v in per_paradigm.items()}
+    good, bad = pair_logprobs(ctx.model, ctx.tokenizer, flat, True, opts.batch_size, ctx.device)
+    scored = (good >= bad).astype(np.float64)
+    acc = paradigm_mean(owner, scored)
     first = {p: data[p][0] for p in acc}
     metrics = {"acc": float(np.mean(list(acc.values())))}
     for key, group_of in (("field", field_of), ("phenomenon", lambda r: r.get("linguistics_term", "unknown"))):
@@ -134,12 +168,17 @@ def evaluate(ctx: EvalContext, options: dict) -> EvalResult:
             groups[group_of(first[p])].append(a)
         metrics.update({f"acc/{key}/{g}": float(np.mean(v)) for g, v in sorted(groups.items())})
     metrics.update({f"acc/{p}": a for p, a in acc.items()})
+    if opts.doc_start:
+        doc_start = doc_start_scores(ctx.model, ctx.tokenizer, flat, opts.batch_size, ctx.device)
+        by_paradigm = paradigm_mean(owner, doc_start)
+        metrics["acc_doc_start"] = float(np.mean(list(by_paradigm.values())))
     n = len(scored)
     details = {
         "paradigms": len(acc),
         "pairs_per_paradigm": opts.limit,
-        "ties": int(np.sum(scored == 0.5)),
-        "tie_rule": "a tie (equal log-probabilities) counts as half right",
+        "ties": int(np.sum(good == bad)),
+        "tie_rule": "argmax over (good, bad): a tie counts as right (lm-eval)",
+        "matches": "lm-evaluation-harness 0.4.13 blimp (tasks v1.0, group v2.0)",
         "acc_pairs": float(np.mean(scored)) if n else float("nan"),  # pooled over pairs, not paradigms
         "source": opts.path or f"hf:{HF_DATASET}",
     }

@@ -6,9 +6,16 @@ Two protocols researchers use for small LMs (`protocol` option):
   features, the mean over each sentence's tokens of the final hidden state (the input of
   `lm_head`), standardised with the training set's mean and deviation. Full-batch L-BFGS on the
   L2-regularised cross-entropy, from zero weights, so the fit is deterministic for a given model;
-- `zero_shot`: a sentence is acceptable when its log-probability per token (nats, read from a
-  document boundary) is above a threshold; the threshold is the one that maximises MCC on the
-  training set.
+- `zero_shot`: a sentence is acceptable when its log-probability per token (nats) is above a
+  threshold; the threshold is the one that maximises MCC on the training set. The sentence is
+  scored as lm-eval scores a BLiMP sentence, the continuation `" " + sentence` of an empty
+  context (end-of-text, then a leading space; see evals.blimp), so the two grammar evals read
+  sentences the same way.
+
+Neither protocol is an lm-evaluation-harness task: lm-eval 0.4.13's `cola` (GLUE, task version
+1.0) asks "<sentence>\nQuestion: Does this sentence make sense?\nAnswer:" and picks " no" or " yes"
+by log-likelihood, scored by MCC. To get that number, run it through the lm-eval adapter:
+`python -m evals.lm_eval CELL --tasks cola`.
 
 Reported on the in-domain dev set (527 sentences), the out-of-domain dev set (516) and both
 together (1,043, GLUE's CoLA `validation`): `mcc_*` (Matthews correlation, chance 0) and `acc_*`
@@ -40,7 +47,7 @@ from research.config import build
 from research.errors import DataError
 
 NAME = "cola"
-VERSION = 1
+VERSION = 2
 HF_DATASET = "nyu-mll/glue"
 IN_DOMAIN_DEV = 527  # rows of in_domain_dev.tsv, the head of GLUE's validation split
 FILES = {"train": "in_domain_train.tsv", "in_domain": "in_domain_dev.tsv", "out_of_domain": "out_of_domain_dev.tsv"}
@@ -158,7 +165,7 @@ def evaluate(ctx: EvalContext, options: dict) -> EvalResult:
                      "source": opts.path or f"hf:{HF_DATASET}/cola"}
     if opts.protocol == "zero_shot":
         def score(split: Split) -> np.ndarray:
-            res = sentence_logprobs(model, tok, split.sentences, opts.batch_size, ctx.device)
+            res = sentence_logprobs(model, tok, [" " + s for s in split.sentences], opts.batch_size, ctx.device)
             return np.array([s.logprob / max(1, s.tokens) for s in res])
 
         cut = best_threshold(score(train), train.labels)

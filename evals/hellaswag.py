@@ -1,6 +1,8 @@
 """HellaSwag (Zellers et al. 2019): pick the right ending of a video caption or WikiHow step.
 
-Scored exactly as lm-evaluation-harness's `hellaswag` task (lm_eval/tasks/hellaswag/utils.py):
+Scored exactly as lm-evaluation-harness 0.4.13's `hellaswag` task (task version 1.0;
+`lm_eval/tasks/hellaswag/hellaswag.yaml` and `utils.py`), checked item for item against it
+(tests/evals/test_lm_eval.py):
 
 - query = preprocess(activity_label + ": " + ctx_a + " " + ctx_b.capitalize()), each ending
   preprocessed, continuation = " " + ending; `preprocess` strips, replaces " [title]" with ". ",
@@ -18,13 +20,17 @@ one, sqrt(p (1 - p) / n).
 Data: the HF dataset `Rowan/hellaswag` (validation split, 10,042 items) by default, or a local
 JSON Lines file (`path`, `.jsonl` or `.jsonl.gz`, or a folder holding one) either in the release's
 own format (`activity_label`, `ctx_a`, `ctx_b`, `endings`, `label`) or the simplified
-`ctx`/`endings`/`label` one, whose `ctx` already is `activity_label: ctx` (it is only
-preprocessed; its `ctx_b` cannot be re-capitalised). `limit` scores a seeded random sample of N
-items, never the first N.
+`ctx`/`endings`/`label` one, whose `ctx` already is `activity_label: ctx_a ctx_b`. The simplified
+file cannot reproduce lm-eval's number: lm-eval capitalises `ctx_b`, and once the two halves are
+joined that cannot be redone, so the query differs on most items. Such a result says so
+(`details["format"] == "simplified"` and `details["warning"]`); the release's own file or the HF
+dataset is the way to get lm-eval's number. `limit` scores a seeded random sample of N items,
+never the first N.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 
@@ -35,9 +41,15 @@ from evals.scoring import binomial_stderr, load_hf, local_path, read_jsonl, scor
 from research.config import build
 from research.errors import DataError
 
+log = logging.getLogger(__name__)
+
 NAME = "hellaswag"
-VERSION = 1
+VERSION = 2
 HF_DATASET = "Rowan/hellaswag"
+SIMPLIFIED_WARNING = (
+    "simplified ctx/endings/label file: ctx_b is not capitalised as lm-eval does, so acc/acc_norm are not "
+    "lm-eval's hellaswag numbers; use the release's file (ctx_a, ctx_b, activity_label) or the HF dataset"
+)
 
 
 @dataclass
@@ -118,5 +130,11 @@ def evaluate(ctx: EvalContext, options: dict) -> EvalResult:
     stderr = {k: binomial_stderr(v, n) for k, v in metrics.items()}
     subset = opts.limit is not None and opts.limit < len(docs)
     details = {"items_total": len(docs), "subset_seed": opts.seed if subset else None,
-               "source": opts.path or f"hf:{HF_DATASET}/{opts.split}", "chance": 0.25}
+               "source": opts.path or f"hf:{HF_DATASET}/{opts.split}", "chance": 0.25,
+               "matches": "lm-evaluation-harness 0.4.13 hellaswag (task v1.0)",
+               "format": "original" if all("ctx_a" in d for d in docs) else "simplified"}
+    if details["format"] == "simplified":
+        details["matches"] = None
+        details["warning"] = SIMPLIFIED_WARNING
+        log.warning("hellaswag: %s", SIMPLIFIED_WARNING)
     return EvalResult(NAME, VERSION, metrics=metrics, stderr=stderr, n=n, details=details)

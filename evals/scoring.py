@@ -39,6 +39,7 @@ from research.loss import token_nats
 class Score:
     logprob: float  # summed log-probability of the continuation, nats
     tokens: int  # continuation tokens scored
+    greedy: bool = True  # every continuation token is the model's most likely next token (lm-eval's is_greedy)
 
 
 def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
@@ -97,6 +98,7 @@ def score_token_pairs(model, pairs: Sequence[tuple[list[int], list[int]]], batch
                 jobs.append((inp, targets))
             uses.append((i, unique[key]))
     job_logp = np.zeros(len(jobs), dtype=np.float64)
+    job_greedy = np.ones(len(jobs), dtype=bool)
     # Longest first: similar lengths share a batch; ties keep input order, so the grouping is a
     # pure function of the data and batch_size.
     order = sorted(range(len(jobs)), key=lambda j: -len(jobs[j][0]))
@@ -115,16 +117,21 @@ def score_token_pairs(model, pairs: Sequence[tuple[list[int], list[int]]], batch
                 x[r, :L] = torch.as_tensor(inp)
                 y[r, L - n : L] = torch.as_tensor(targets)
                 mask[r, L - n : L] = True
-            logp = -token_nats(model(x.to(device)), y.to(device))
-            job_logp[rows] = logp.double().masked_fill(~mask.to(device), 0.0).sum(-1).cpu().numpy()
+            logits = model(x.to(device))
+            y, mask = y.to(device), mask.to(device)
+            logp = -token_nats(logits, y)
+            job_logp[rows] = logp.double().masked_fill(~mask, 0.0).sum(-1).cpu().numpy()
+            job_greedy[rows] = ((logits.argmax(-1) == y) | ~mask).all(-1).cpu().numpy()
     finally:
         model.train(was_training)
     totals = np.zeros(len(pairs), dtype=np.float64)
     counts = np.zeros(len(pairs), dtype=np.int64)
+    greedy = np.ones(len(pairs), dtype=bool)
     for i, j in uses:
         totals[i] += job_logp[j]
         counts[i] += len(jobs[j][1])
-    return [Score(float(t), int(c)) for t, c in zip(totals, counts)]
+        greedy[i] &= job_greedy[j]
+    return [Score(float(t), int(c), bool(g)) for t, c, g in zip(totals, counts, greedy)]
 
 
 def score_continuations(model, tokenizer, pairs: Sequence[tuple[str, str]], batch_size: int = 32,

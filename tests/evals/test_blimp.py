@@ -1,4 +1,4 @@
-"""BLiMP: pair accuracy by hand with a lookup-table model, the tie rule, grouping, real files."""
+"""BLiMP: lm-eval's pair accuracy by hand with a lookup-table model (leading space, tie rule), grouping, real files."""
 
 from __future__ import annotations
 
@@ -37,22 +37,44 @@ def write_paradigm(folder, uid, field, term, pairs):
 
 
 def test_accuracy_ties_and_groups_by_hand(tmp_path):
-    # passive_1: right, right, wrong, tie -> (1 + 1 + 0 + 0.5) / 4 = 0.625
+    # passive_1: right, right, wrong, tie (right under lm-eval's argmax) -> 3 / 4 = 0.75
     write_paradigm(tmp_path, "passive_1", "syntax", "argument_structure",
                    [("aa", "ab"), ("a a", "b b"), ("ab", "aa"), ("ab", "ab")])
     # principle_A_case_2 (the release spells its field syntax/semantics): right, right -> 1.0
     write_paradigm(tmp_path, "principle_A_case_2", "syntax/semantics", "binding", [("a", "b"), ("aaa", "bab")])
     (tmp_path / "models_summary.jsonl").write_text('{"UID": "overall"}\n')  # not a paradigm: ignored
     res = blimp.evaluate(ctx_for(b_is_rare()), {"path": str(tmp_path)})
-    assert res.metrics["acc/passive_1"] == 0.625
+    assert res.metrics["acc/passive_1"] == 0.75
     assert res.metrics["acc/principle_A_case_2"] == 1.0
-    assert res.metrics["acc"] == pytest.approx((0.625 + 1.0) / 2)  # mean over paradigms
-    assert res.details["acc_pairs"] == pytest.approx(4.5 / 6)  # pooled over pairs
-    assert res.metrics["acc/field/syntax"] == 0.625
+    assert res.metrics["acc"] == pytest.approx((0.75 + 1.0) / 2)  # mean over paradigms
+    assert res.details["acc_pairs"] == pytest.approx(5 / 6)  # pooled over pairs
+    assert res.metrics["acc/field/syntax"] == 0.75
     assert res.metrics["acc/field/syntax_semantics"] == 1.0
     assert res.metrics["acc/phenomenon/binding"] == 1.0
     assert res.details["ties"] == 1 and res.n == 6
-    assert res.stderr["acc"] == pytest.approx(math.sqrt(0.75 * 0.25 / 6))
+    assert res.stderr["acc"] == pytest.approx(math.sqrt(5 / 6 * 1 / 6 / 6))
+    assert "acc_doc_start" not in res.metrics
+    # acc_doc_start keeps version 1's tie rule: the tie is half right -> (1 + 1 + 0 + 0.5) / 4 and 1.0
+    res = blimp.evaluate(ctx_for(b_is_rare()), {"path": str(tmp_path), "doc_start": True})
+    assert res.metrics["acc_doc_start"] == pytest.approx((0.625 + 1.0) / 2)
+
+
+def test_sentences_are_scored_with_lm_evals_leading_space(tmp_path):
+    # After end-of-text 'b' is likely and 'a' unlikely; after a space it is the other way round.
+    # lm-eval scores " a" against " b" (EOT, ' ', then the letter): the good sentence "a" wins.
+    # Scored as a document starts (EOT, then the letter) the bad sentence "b" would win.
+    table = torch.zeros(TOK.vocab_size, TOK.vocab_size)
+    table[0, 3], table[0, 4] = -4.0, 2.0
+    table[2, 3], table[2, 4] = 2.0, -4.0
+    model = LookupModel(table)
+    write_paradigm(tmp_path, "passive_1", "syntax", "argument_structure", [("a", "b")])
+    good = model.logp(0, 2) + model.logp(2, 3)
+    bad = model.logp(0, 2) + model.logp(2, 4)
+    assert good > bad and model.logp(0, 3) < model.logp(0, 4)
+    got_good, got_bad = blimp.pair_logprobs(model, TOK, [{"sentence_good": "a", "sentence_bad": "b"}])
+    assert (got_good[0], got_bad[0]) == (pytest.approx(good, abs=1e-5), pytest.approx(bad, abs=1e-5))
+    res = blimp.evaluate(ctx_for(model), {"path": str(tmp_path), "doc_start": True})
+    assert res.metrics["acc"] == 1.0 and res.metrics["acc_doc_start"] == 0.0
 
 
 def test_limit_is_per_paradigm_and_paradigms_are_checked(tmp_path):
@@ -79,7 +101,8 @@ def test_real_release_files_and_the_identical_pairs(shared_data):
     model = GPT(GPT.tiny_config(), tok.vocab_size).eval()
     scores = blimp.pair_scores(model, tok, identical + data["passive_1"][:20], batch_size=7)
     assert [r["pairID"] for r in identical] == ["324", "810"]
-    assert list(scores[:2]) == [0.5, 0.5]  # identical sentences always tie, whatever the batching
+    assert list(scores[:2]) == [1.0, 1.0]  # identical sentences always tie, and lm-eval's argmax counts it right
+    assert list(blimp.doc_start_scores(model, tok, identical, batch_size=3)) == [0.5, 0.5]
 
 
 def test_offline_without_a_path_names_the_option():

@@ -107,6 +107,20 @@ def test_local_folder_limit_is_a_seeded_random_sample(shared_data):
     assert res.n == 8 and res.status == "ok"
     assert set(res.metrics) == {"acc", "acc_norm", "acc_norm_tokens"}
     assert res.stderr["acc"] == pytest.approx(math.sqrt(res.metrics["acc"] * (1 - res.metrics["acc"]) / 8))
+    assert res.details["format"] == "original" and "warning" not in res.details
+    assert res.details["matches"].startswith("lm-evaluation-harness")
+
+
+def test_simplified_file_says_it_cannot_give_lm_evals_number(shared_data, tmp_path):
+    with open(shared_data / "hellaswag" / "hellaswag_val.jsonl") as f:
+        lines = [next(f) for _ in range(4)]
+    simple = tmp_path / "hs.jsonl"
+    simple.write_text("".join(lines))
+    items, tok, model = tiny_char_setup([json.loads(line) for line in lines])
+    res = hellaswag.evaluate(ctx_for(model, tok), {"path": str(simple)})
+    assert res.status == "ok" and res.n == 4
+    assert res.details["format"] == "simplified" and res.details["matches"] is None
+    assert "not lm-eval's hellaswag numbers" in res.details["warning"]
 
 
 def test_offline_without_a_path_names_the_option():
