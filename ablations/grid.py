@@ -2,8 +2,9 @@
 
 A grid YAML has `name`, `base` (a nested run config), `grid` (dotted key -> list of values; the
 cells are the cartesian product, in file order), and `seeds`. Optional: `description`,
-`reproduces` (the published number a recipe reproduces; see ablations.reproduce) and `resources`
-(per-cell hardware requests for cluster launchers). A value that is a mapping replaces the whole
+`reproduces` (the published number a recipe reproduces; see ablations.reproduce), `resources`
+(per-cell hardware requests for cluster launchers) and `select` (pick one axis's best value per
+group of the other axes on validation; see ablations.select). A value that is a mapping replaces the whole
 section it names, so `grid: {model: [{arch: gpt, ...}, {arch: lstm, ...}]}` compares families.
 
 Every cell is built and checked before the first one trains, so a typo in the last cell cannot
@@ -25,10 +26,11 @@ from typing import Any
 
 import yaml
 
+from ablations.select import check_select
 from research.config import RunConfig, get_dotted, set_dotted
 from research.errors import ConfigError, UserError, did_you_mean
 
-TOP_LEVEL = ("name", "description", "base", "grid", "seeds", "reproduces", "resources")
+TOP_LEVEL = ("name", "description", "base", "grid", "seeds", "reproduces", "resources", "select")
 
 
 @dataclass
@@ -50,6 +52,7 @@ class Grid:
     source: Path | None = None
     reproduces: dict | None = None
     resources: dict | None = None
+    select: dict | None = None
 
 
 def parse_value(text: str) -> Any:
@@ -136,8 +139,9 @@ def load_grid(path: Path | None, overrides: dict[str, Any] | None = None, raw: d
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
         raise ConfigError(f"{where}: two cells resolve to the same config ({dup}); remove the repeated grid value")
+    select = check_select(raw.get("select"), keys, where)
     return Grid(name, raw.get("description", ""), cells, keys, Path(path) if path else None,
-                raw.get("reproduces"), raw.get("resources"))
+                raw.get("reproduces"), raw.get("resources"), select)
 
 
 def _set(tree: dict, dotted: str, value: Any, where: str) -> None:
