@@ -2,7 +2,8 @@
 
 Each test trains the harness's model through the harness's own path (the LightningModule, a real
 Lightning Trainer, the harness's batch samplers) and an independent loop written here from
-`torch.nn` parts, with PyTorch's default initialisation for the LSTM and nanoGPT's for the GPT.
+`torch.nn` parts, with PyTorch's default initialisation for the LSTM (and the forget-gate bias of 1
+of Jozefowicz et al.) and nanoGPT's for the GPT.
 Nothing of the harness is on the reference's path except the token arrays. Both are scored by the
 same few lines on the same held-out windows, and their final losses must agree: a harness default
 that is wrong for its optimiser (as Zaremba et al.'s uniform init was under Adam, which left a
@@ -83,8 +84,8 @@ def plain_step(model, opt, sched, loss) -> None:
 
 @torch.no_grad()
 def held_out_loss(forward, val: np.ndarray) -> float:
-    """Mean next-character loss over 32 consecutive windows of T tokens, each from a fresh state."""
-    n = 32
+    """Mean next-character loss over 128 consecutive windows of T tokens, each from a fresh state."""
+    n = 128
     chunk = torch.from_numpy(np.asarray(val[: n * T + 1], dtype=np.int64))
     x = chunk[:-1].view(n, T)
     y = chunk[1:].view(n, T)
@@ -96,11 +97,18 @@ def held_out_loss(forward, val: np.ndarray) -> float:
 
 
 class PlainLSTM(nn.Module):
+    """PyTorch's default init, then a forget-gate bias of 1 (Jozefowicz et al. 2015): nn.LSTM orders
+    its gates (input, forget, cell, output) and adds b_ih + b_hh."""
+
     def __init__(self, vocab: int, emb: int, hidden: int, layers: int):
         super().__init__()
         self.emb = nn.Embedding(vocab, emb)
         self.lstm = nn.LSTM(emb, hidden, layers, batch_first=True)
         self.head = nn.Linear(hidden, vocab)
+        with torch.no_grad():
+            for layer in range(layers):
+                getattr(self.lstm, f"bias_ih_l{layer}")[hidden : 2 * hidden] = 1.0
+                getattr(self.lstm, f"bias_hh_l{layer}")[hidden : 2 * hidden] = 0.0
 
     def forward(self, x, state=None):
         out, state = self.lstm(self.emb(x), state)
@@ -174,14 +182,14 @@ class PlainGPT(nn.Module):
 
 
 def train_plain_gpt(vocab: int, train: np.ndarray, seed: int, dim: int, heads: int, layers: int) -> nn.Module:
-    """Random windows drawn by torch's own generator (not the harness's sampler)."""
+    """The same random windows as the harness draws (offsets from numpy's generator seeded with
+    (seed, step)), so that the two differ in their code, not in their batches."""
     torch.manual_seed(seed)
     model = PlainGPT(vocab, dim, heads, layers)
     opt, sched = plain_adamw(model)
     data = torch.from_numpy(np.asarray(train, dtype=np.int64))
-    gen = torch.Generator().manual_seed(seed + 100)
-    for _ in range(STEPS):
-        starts = torch.randint(0, len(data) - T - 1, (BATCH,), generator=gen)
+    for step in range(STEPS):
+        starts = torch.from_numpy(np.random.default_rng([seed, step]).integers(0, len(data) - T - 1, size=BATCH))
         idx = starts[:, None] + torch.arange(T + 1)[None, :]
         x, y = data[idx[:, :-1]], data[idx[:, 1:]]
         logits = model(x)
