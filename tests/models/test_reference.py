@@ -29,8 +29,10 @@ from research.lightning_module import LMModule
 from research.tokenizers import train_tokenizer
 
 STEPS, BATCH, T, LR, WARMUP, WD, CLIP = 150, 16, 32, 1e-2, 10, 0.1, 1.0
-#: final held-out losses must agree within this many nats per character (seed-to-seed spread of
-#: either side at these sizes is about a third of it)
+#: the two seeds' mean held-out losses must agree within this many nats per character. Measured:
+#: the LSTM sides agree exactly (same init draws, same batches, same arithmetic), the GPT sides within
+#: 0.03 (different init draws; one seed alone differs by up to 0.2 after 150 steps); the harness with
+#: its old recurrent init (uniform 0.1, Zaremba et al.'s SGD recipe) was 0.67 above its reference.
 TOLERANCE = 0.06
 
 
