@@ -3,9 +3,10 @@
 A grid YAML has `name`, `base` (a nested run config), `grid` (dotted key -> list of values; the
 cells are the cartesian product, in file order), and `seeds`. Optional: `description`,
 `reproduces` (the published number a recipe reproduces; see ablations.reproduce), `resources`
-(per-cell hardware requests for cluster launchers) and `labels` (a display name for each value of
+(per-cell hardware requests for cluster launchers), `labels` (a display name for each value of
 an axis, `labels: {model: [GPT, "Windows small-large-small"]}`, which the paper's tables and
-figures use instead of names built from the values). A value that is a mapping replaces the whole
+figures use instead of names built from the values) and `select` (pick one axis's best value per
+group of the other axes on validation; see ablations.select). A value that is a mapping replaces the whole
 section it names, so `grid: {model: [{arch: gpt, ...}, {arch: lstm, ...}]}` compares families.
 
 Every cell is built and checked before the first one trains, so a typo in the last cell cannot
@@ -27,12 +28,13 @@ from typing import Any
 
 import yaml
 
+from ablations.select import check_select
 from evals.run import check_eval_config
 from research.checks import check_runnable
 from research.config import RunConfig, get_dotted, set_dotted
 from research.errors import ConfigError, UserError, did_you_mean
 
-TOP_LEVEL = ("name", "description", "base", "grid", "seeds", "reproduces", "resources", "labels")
+TOP_LEVEL = ("name", "description", "base", "grid", "seeds", "reproduces", "resources", "labels", "select")
 
 
 @dataclass
@@ -55,6 +57,7 @@ class Grid:
     reproduces: dict | None = None
     resources: dict | None = None
     labels: dict[str, list[str]] | None = None  # axis -> display name of each of its values
+    select: dict | None = None
 
 
 def read_grid_file(path: Path) -> dict:
@@ -125,8 +128,9 @@ def load_grid(path: Path | None, overrides: dict[str, Any] | None = None, raw: d
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
         raise ConfigError(f"{where}: two cells resolve to the same config ({dup}); remove the repeated grid value")
+    select = check_select(raw.get("select"), keys, where)
     return Grid(name, raw.get("description", ""), cells, keys, Path(path) if path else None,
-                raw.get("reproduces"), raw.get("resources"), display)
+                raw.get("reproduces"), raw.get("resources"), display, select)
 
 
 def check_labels(labels: Any, axes: dict, where: str) -> dict[str, list[str]] | None:

@@ -41,7 +41,11 @@ def summary_rows(grid, grid_dir: Path) -> list[dict]:
 
 
 def write_summary(grid, grid_dir: Path) -> Path:
+    """`summary.csv`, and `selected.csv` where the grid selects an axis's value on validation."""
+    from ablations.select import write_selection
+
     rows = summary_rows(grid, grid_dir)
+    write_selection(grid, rows, grid_dir)
     columns = COLUMNS[:3] + list(grid.axes) + COLUMNS[3:]
     extra = sorted({k for r in rows for k in r} - set(columns))
     columns += extra

@@ -15,9 +15,15 @@ D_1 = 1 - 2Y n_2/n_1, D_2 = 2 - 3Y n_3/n_2, D_3+ = 3 - 4Y n_4/n_3; an order whos
 of counts cannot give valid discounts (tiny corpora) falls back to D = 0.75. A number sets one
 absolute discount D for every count and order (interpolated Kneser-Ney as in Jurafsky & Martin).
 
-The end-of-text token is an ordinary token: contexts spanning a document boundary contain it,
-as `<s>` does in sentence-level models. Positions near the start of an input have shorter
-contexts and use the highest order their context allows.
+By default the end-of-text token is an ordinary token and contexts span document boundaries.
+`reset_at_eot: true` makes each document its own sentence, as SRILM's `ngram-count` / `ngram -ppl`
+treat one sentence per line (the setting of Mikolov et al. 2011's Penn Treebank figures): the
+end-of-text token then plays both `</s>` (predicted, ending a sentence) and `<s>` (the context of a
+sentence's first word), an n-gram is counted only when end-of-text is at most its first or last
+token, and a context never reaches back past the last end-of-text. The lower-order counts of
+n-grams that begin with `<s>` stay raw counts rather than continuation counts (nothing precedes a
+sentence start), as in SRILM. Positions near the start of an input have shorter contexts and use
+the highest order their context allows.
 
 Storage: for each order k the distinct k-grams seen, sorted by (context id, token), where a
 context id is the index of the (k-1)-gram in order k-1's table; so the k-grams of one context
@@ -43,6 +49,8 @@ from research.models.base import LanguageModel
 log = logging.getLogger(__name__)
 
 FALLBACK_DISCOUNT = 0.75  # the usual single absolute discount (Jurafsky & Martin ch. 3)
+#: the end-of-text token's id: every tokenizer (research.tokenizers) gives it id 0
+EOT_ID = 0
 #: positions x vocabulary entries per dense block in `forward` (bounds memory for large vocabularies)
 BLOCK_ELEMENTS = 1 << 22
 
@@ -52,6 +60,7 @@ class NGramConfig(ModelConfig):
     arch: str = "ngram"
     order: int = 3  # n: the longest n-gram (context of n - 1 tokens)
     discount: float | None = None  # None: modified KN (D1, D2, D3+ per order); a number: one absolute discount
+    reset_at_eot: bool = False  # each document a sentence: no context reaches back past end-of-text
 
     def validate(self) -> None:
         if self.order < 1:
@@ -101,20 +110,37 @@ class NGram(LanguageModel):
         ids = np.zeros(x.size, dtype=np.int64)  # id of the (k-1)-gram ending at each position
         keys = counts = np.zeros(1, dtype=np.int64)  # order 0: the empty context, id 0
         n_contexts = [1]  # n_contexts[k - 1]: distinct (k-1)-grams, the contexts of order k
+        history = self.history(x)
+        starts_sentence = np.zeros(1, dtype=bool)  # per (k-1)-gram: begins with <s> (end-of-text)
         for k in range(1, n + 1):
             pos = np.arange(k - 1, x.size)  # positions where a k-gram ends
+            pos = pos[history[pos] >= k - 1]  # with reset_at_eot: n-grams inside one sentence only
             prefix = ids[pos - 1] if k > 1 else np.zeros(pos.size, dtype=np.int64)
             k_keys, first, inverse, k_counts = np.unique(prefix * V + x[pos], return_index=True,
                                                          return_inverse=True, return_counts=True)
             if k > 1:  # order k-1 smooths continuation counts: distinct tokens preceding each (k-1)-gram
                 continuation = np.bincount(ids[pos[first]], minlength=keys.size)
+                if self.cfg.reset_at_eot and k > 2:  # a (k-1)-gram opening a sentence keeps its raw count
+                    continuation = np.where(starts_sentence, counts, continuation)
                 self._store(tables, k - 1, keys, continuation, n_contexts[k - 2])
+            starts_sentence = x[pos[first] - (k - 1)] == EOT_ID
             n_contexts.append(k_keys.size)
             keys, counts = k_keys, k_counts
             ids = np.full(x.size, -1, dtype=np.int64)
             ids[pos] = inverse
         self._store(tables, n, keys, counts, n_contexts[n - 1])
         self.load_fitted(tables)
+
+    def history(self, x: np.ndarray) -> np.ndarray:
+        """Per position p, the most tokens before p a context may hold: p itself (the whole input)
+        or, with reset_at_eot, up to and including the last end-of-text before p."""
+        p = np.arange(x.size)
+        if not self.cfg.reset_at_eot:
+            return p
+        eot = np.where(x == EOT_ID, p, -1)
+        last = np.maximum.accumulate(eot)  # last end-of-text at or before each position
+        before = np.concatenate([[-1], last[:-1]])  # strictly before
+        return np.where(before >= 0, p - before, p)
 
     def _store(self, tables: dict, k: int, keys: np.ndarray, counts: np.ndarray, n_contexts: int) -> None:
         """Order k's table: sorted keys, the counts it smooths, each context's slice, the discounts."""
@@ -175,6 +201,13 @@ class NGram(LanguageModel):
         there (order 1: the empty context, id 0), or -1 where those tokens were never seen."""
         idx = idx.long()
         ids = [torch.zeros_like(idx)]
+        # the longest context allowed at each position: reaching back at most to the last end-of-text
+        if self.cfg.reset_at_eot:
+            t = torch.arange(idx.shape[1], device=idx.device)
+            last = torch.where(idx == EOT_ID, t, -1).cummax(dim=1).values
+            history = torch.where(last >= 0, t - last + 1, t + 1)
+        else:
+            history = (torch.arange(idx.shape[1], device=idx.device) + 1).expand_as(idx)
         for j in range(1, self.cfg.order):
             keys = self.table(j)[0]
             prefix = torch.zeros_like(idx)
@@ -183,7 +216,7 @@ class NGram(LanguageModel):
                 prefix[:, 1:] = ids[-1][:, :-1]
             query = prefix * self.vocab_size + idx
             pos = torch.searchsorted(keys, query).clamp(max=keys.numel() - 1)
-            ids.append(torch.where((prefix >= 0) & (keys[pos] == query), pos, -1))
+            ids.append(torch.where((prefix >= 0) & (keys[pos] == query) & (history >= j), pos, -1))
         return ids
 
     def log_probs(self, ctx_ids: list[torch.Tensor]) -> torch.Tensor:

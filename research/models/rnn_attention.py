@@ -101,8 +101,9 @@ class RNNAttention(LSTM):
     def __init__(self, cfg: RNNAttentionConfig, vocab_size: int):
         super().__init__(cfg, vocab_size)
         self.attention = StateAttention(cfg)
-        for p in self.attention.parameters():
-            nn.init.uniform_(p, -cfg.init_range, cfg.init_range)
+        if cfg.init_range is not None:
+            for p in self.attention.parameters():
+                nn.init.uniform_(p, -cfg.init_range, cfg.init_range)
 
     @classmethod
     def tiny_config(cls) -> RNNAttentionConfig:

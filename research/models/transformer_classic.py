@@ -45,6 +45,20 @@ class Transformer(GPT):
         super().__init__(cfg, vocab_size)
         self.norm_f = nn.Identity()  # every block already ends in a LayerNorm
 
+    @torch.no_grad()
+    def init_weights_(self) -> None:
+        """Vaswani et al.'s initialisation (tensor2tensor, fairseq): linear weights Xavier-uniform, biases
+        zero, embeddings N(0, 1/d_model), so that the token embedding times sqrt(d_model) has unit
+        scale, as the sinusoidal positions it is added to. GPT-2's N(0, 0.02) would leave tokens at
+        0.02 * sqrt(d_model) against positions of amplitude 1."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, mean=0.0, std=self.cfg.n_embd ** -0.5)
+
     def make_block(self, layer: int) -> nn.Module:
         return PostNormBlock(self.cfg, self.make_attention(layer), self.make_mlp(layer))
 

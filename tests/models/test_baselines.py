@@ -290,3 +290,22 @@ def test_lstm_and_ngram_cells_through_the_grid_runner(tmp_path):
         assert (cell / "samples" / "samples.jsonl").read_text().strip()
     ngram_metrics = json.loads((cells[1] / "metrics.json").read_text())
     assert ngram_metrics["val_loss"] < math.log(loaded.tokenizer.vocab_size) - 1.0
+
+
+def test_kn_sentence_contexts_never_reach_past_end_of_text():
+    """reset_at_eot: a context stops at the last end-of-text (SRILM's sentence-level scoring), so the
+    distributions after it are those of the sentence alone, opened by end-of-text as <s>."""
+    rng = np.random.default_rng(0)
+    train = rng.integers(1, 6, 4000)
+    train[rng.random(4000) < 0.15] = EOT
+    model = NGram(NGramConfig(order=4, reset_at_eot=True), 6)
+    model.fit(train)
+    x = torch.tensor([[3, 4, 5, EOT, 2, 1, 3]])
+    with torch.no_grad():
+        whole = model(x)[0]
+        alone = model(x[:, 3:])[0]
+        torch.testing.assert_close(whole[3:], alone)
+        torch.testing.assert_close(whole.exp().sum(-1), torch.ones(7, dtype=whole.dtype))
+        spanning = NGram(NGramConfig(order=4), 6)
+        spanning.fit(train)
+        assert not torch.allclose(spanning(x)[0][3:], spanning(x[:, 3:])[0])
