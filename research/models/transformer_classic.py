@@ -19,7 +19,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from research.models.gpt import GPT, Block, GPTConfig
+from research.models.gpt import GPT, Block, CausalSelfAttention, GPTConfig
 
 
 @dataclass
@@ -47,9 +47,9 @@ class Transformer(GPT):
 
     @torch.no_grad()
     def init_weights_(self) -> None:
-        """Vaswani et al.'s initialisation (tensor2tensor, fairseq): linear weights Xavier-uniform, biases
-        zero, embeddings N(0, 1/d_model), so that the token embedding times sqrt(d_model) has unit
-        scale, as the sinusoidal positions it is added to. GPT-2's N(0, 0.02) would leave tokens at
+        """Vaswani et al.'s initialisation (tensor2tensor, fairseq): linear weights Xavier-uniform (Q, K
+        and V each as its own projection), biases zero, embeddings N(0, 1/d_model), so that the token
+        embedding times sqrt(d_model) has unit scale, as the sinusoidal positions it is added to. GPT-2's N(0, 0.02) would leave tokens at
         0.02 * sqrt(d_model) against positions of amplitude 1."""
         for module in self.modules():
             if isinstance(module, nn.Linear):
@@ -58,6 +58,10 @@ class Transformer(GPT):
                     nn.init.zeros_(module.bias)
             elif isinstance(module, nn.Embedding):
                 nn.init.normal_(module.weight, mean=0.0, std=self.cfg.n_embd ** -0.5)
+        for module in self.modules():  # K and V are two projections, each Xavier over its own fan-out
+            if isinstance(module, CausalSelfAttention):
+                for half in module.kv.weight.chunk(2, dim=0):
+                    nn.init.xavier_uniform_(half)
 
     def make_block(self, layer: int) -> nn.Module:
         return PostNormBlock(self.cfg, self.make_attention(layer), self.make_mlp(layer))
