@@ -6,7 +6,7 @@ What differs from the pre-norm baseline `GPT`:
 - fixed sinusoidal positions (section 3.5) added to token embeddings scaled by sqrt(d_model)
   (section 3.4);
 - biases in every linear layer and LayerNorm, dropout 0.1 (section 5.4, P_drop = 0.1).
-The feed-forward network uses GELU rather than the paper's ReLU, as the issue asks. Post-norm
+The feed-forward network uses GELU rather than the paper's ReLU (the MLP shared with GPT). Post-norm
 needs a learning-rate warm-up to train stably (Xiong et al. 2020), so keep `train.warmup_steps`.
 """
 
