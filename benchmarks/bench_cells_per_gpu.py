@@ -49,7 +49,7 @@ COLUMNS = ["device", "cells", "steps", "runners", "wall_s", "cell_train_s_mean",
 
 def write_grid(path: Path, name: str, seeds: int, steps: int) -> None:
     base = copy.deepcopy(CELL)
-    base["train"].update(max_steps=steps, eval_every=steps)
+    base["train"].update(max_steps=steps, eval_every=steps, warmup_steps=min(base["train"]["warmup_steps"], steps))
     path.write_text(yaml.safe_dump({"name": name, "base": base, "seeds": list(range(seeds))}, sort_keys=False))
 
 

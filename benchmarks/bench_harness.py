@@ -220,6 +220,12 @@ class _Timer:
         self.timed_steps = 0
 
 
+def set_steps(cfg, total: int) -> None:
+    """Train for `total` steps; a window shorter than the recipe's learning-rate warm-up warms up within it."""
+    cfg.train.max_steps = total
+    cfg.train.warmup_steps = min(cfg.train.warmup_steps, total)
+
+
 def harness_loop(cfg, vocab: int, tokens: np.ndarray, warmup: int, steps: int, device: str, root: Path,
                  trace: Path | None = None) -> Measure:
     """The harness: the cell trainer's Trainer and LMModule, batches from the cache sampler."""
@@ -234,7 +240,7 @@ def harness_loop(cfg, vocab: int, tokens: np.ndarray, warmup: int, steps: int, d
 
     quiet_lightning()
     torch.manual_seed(0)
-    cfg.train.max_steps = warmup + steps
+    set_steps(cfg, warmup + steps)
     module = LMModule(cfg.to_dict(), vocab, eot_id=0)
     timer = _Timer(warmup, steps, device, trace)
     if device == "cuda":

@@ -61,7 +61,7 @@ class Check:
         if self.ge is not None and value < self.ge:
             return f"must be >= {self.ge:g}, got {value:g}"
         if self.gt is not None and value <= self.gt:
-            return f"must be > {self.gt:g}, got {value:g}"
+            return f"must be {'positive' if self.gt == 0 else f'> {self.gt:g}'}, got {value:g}"
         if self.le is not None and value > self.le:
             return f"must be <= {self.le:g}, got {value:g}"
         if self.lt is not None and value >= self.lt:

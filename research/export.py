@@ -73,10 +73,10 @@ def gpt2_export(model, vocab_size: int):
                         tie_word_embeddings=cfg.tie_embeddings, bos_token_id=None, eos_token_id=None)
     sd = {}
 
-    def linear(prefix: str, layer: torch.nn.Linear) -> None:  # HF GPT-2 uses Conv1D: weight is (in, out)
-        sd[f"{prefix}.weight"] = layer.weight.detach().T.contiguous()
-        sd[f"{prefix}.bias"] = (layer.bias.detach() if layer.bias is not None
-                                else torch.zeros(layer.out_features))
+    def linear(prefix: str, *layers: torch.nn.Linear) -> None:  # HF GPT-2 uses Conv1D: weight is (in, out)
+        sd[f"{prefix}.weight"] = torch.cat([layer.weight.detach() for layer in layers]).T.contiguous()
+        sd[f"{prefix}.bias"] = torch.cat([layer.bias.detach() if layer.bias is not None
+                                          else torch.zeros(layer.out_features) for layer in layers])
 
     def norm(prefix: str, layer: torch.nn.LayerNorm) -> None:
         sd[f"{prefix}.weight"] = layer.weight.detach()
@@ -87,7 +87,7 @@ def gpt2_export(model, vocab_size: int):
     for i, block in enumerate(model.blocks):
         p = f"transformer.h.{i}"
         norm(f"{p}.ln_1", block.norm1)
-        linear(f"{p}.attn.c_attn", block.attn.qkv)  # q, k, v stacked in the same order
+        linear(f"{p}.attn.c_attn", block.attn.q, block.attn.kv)  # HF stacks q, k, v; our kv holds k, then v
         linear(f"{p}.attn.c_proj", block.attn.proj)
         norm(f"{p}.ln_2", block.norm2)
         linear(f"{p}.mlp.c_fc", block.mlp.up)
@@ -129,7 +129,8 @@ def llama_export(model, vocab_size: int):
         p = f"model.layers.{i}"
         sd[f"{p}.input_layernorm.weight"] = block.norm1.weight.detach()
         sd[f"{p}.post_attention_layernorm.weight"] = block.norm2.weight.detach()
-        q, k, v = parts(block.attn.qkv, [cfg.n_head * hd, n_kv * hd, n_kv * hd])
+        (q,) = parts(block.attn.q, [cfg.n_head * hd])
+        k, v = parts(block.attn.kv, [n_kv * hd, n_kv * hd])
         put(f"{p}.self_attn.q_proj", *q)
         put(f"{p}.self_attn.k_proj", *k)
         put(f"{p}.self_attn.v_proj", *v)

@@ -87,7 +87,7 @@ def _tiny_harness_run(tmp_path, warmup: int, steps: int, log_every: int, callbac
     from research.lightning_module import LMModule
 
     cfg = bench.run_config("tiny", "cpu", False, "32-true")
-    cfg.train.max_steps = warmup + steps
+    bench.set_steps(cfg, warmup + steps)
     cfg.train.log_every = log_every
     tokens = np.random.default_rng(0).integers(0, 64, 20_000).astype(np.uint16)
     module = LMModule(cfg.to_dict(), 64, eot_id=0)
