@@ -49,8 +49,8 @@ class Transformer(GPT):
     def init_weights_(self) -> None:
         """Vaswani et al.'s initialisation (tensor2tensor, fairseq): linear weights Xavier-uniform (Q, K
         and V each as its own projection), biases zero, embeddings N(0, 1/d_model), so that the token
-        embedding times sqrt(d_model) has unit scale, as the sinusoidal positions it is added to. GPT-2's N(0, 0.02) would leave tokens at
-        0.02 * sqrt(d_model) against positions of amplitude 1."""
+        embedding times sqrt(d_model) has unit scale, as the sinusoidal positions it is added to.
+        GPT-2's N(0, 0.02) would leave tokens at 0.02 * sqrt(d_model) against positions of amplitude 1."""
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 nn.init.xavier_uniform_(module.weight)
