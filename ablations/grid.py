@@ -64,15 +64,21 @@ def read_grid_file(path: Path) -> dict:
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path}: grid file not found")
+    return parse_grid_text(path.read_text(), f"{path}: ")
+
+
+def parse_grid_text(text: str, where: str = "") -> dict:
+    """A grid's YAML text (a file's, or the web app's editor's) -> its mapping; a syntax error is one
+    line with its position, prefixed by `where`."""
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError(f"{path}:{where}: not valid YAML ({problem})") from None
+        raise ConfigError(f"{where}{at}not valid YAML ({problem})") from None
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: a grid file is a mapping with keys {', '.join(TOP_LEVEL)}")
+        raise ConfigError(f"{where}a grid is a YAML mapping with keys {', '.join(TOP_LEVEL)}")
     return raw
 
 

@@ -59,7 +59,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
@@ -72,7 +71,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ablations import records
 from ablations.claims import claims_dir, is_stale, read_claim
-from ablations.grid import Grid, load_grid
+from ablations.grid import Grid, load_grid, parse_grid_text
 from ablations.records import cell_status
 from research.errors import ConfigError, UserError
 
@@ -213,16 +212,7 @@ def _number(params: dict, key: str, kind: type, default, low, high):
 
 def check_grid_text(text: str) -> Grid:
     """Validate grid YAML from the browser exactly as `python -m ablations.run` would the file."""
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError(f"{where}not valid YAML ({problem})") from None
-    if not isinstance(raw, dict):
-        raise ConfigError("a grid is a YAML mapping with keys name, base, grid, seeds")
-    return load_grid(None, raw=raw)
+    return load_grid(None, raw=parse_grid_text(text))
 
 
 class App:
