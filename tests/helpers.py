@@ -33,3 +33,28 @@ def write_grid(path: Path, name: str = "tiny", grid: dict | None = None, seeds=(
 def run_cli(*args: str, module: str = "ablations.run", timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=REPO, capture_output=True,
                           text=True, timeout=timeout)
+
+
+def store_untrained_cell(root: Path, config: dict):
+    """A cell folder as the grid runner stores it (config.yaml, tokenizer/, model.pt) holding an
+    untrained model of `config`, for tests of the tools that read stored cells.
+    Returns (cell_dir, model, tokenizer, corpus)."""
+    import torch
+
+    from research.checkpoint import save_weights
+    from research.config import RunConfig
+    from research.data import load_corpus
+    from research.models import build_model
+    from research.tokenizers import train_tokenizer
+
+    cfg = RunConfig.from_dict(config)
+    corpus = load_corpus(cfg.data)
+    tok = train_tokenizer(cfg.tokenizer, corpus.train)
+    torch.manual_seed(0)
+    model = build_model(cfg.model, tok.vocab_size)
+    cell_dir = Path(root) / "grid" / "cell"
+    cell_dir.mkdir(parents=True)
+    (cell_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
+    tok.save(cell_dir / "tokenizer")
+    save_weights(model, cell_dir / "model.pt")
+    return cell_dir, model, tok, corpus

@@ -8,13 +8,13 @@ import time
 
 import pytest
 import torch
-import yaml
 
 from evals.base import EvalContext
 from evals.judge import Story, evaluate, judge_message, parse_grade, prompt_template, public_url, read_stories
 from evals.run import main, run_evals
 from research.errors import ConfigError, DataError
 from tests.evals.judge_server import JudgeServer, Reply, garbage, grade_json, ok, rate_limited, server_error, slow
+from tests.helpers import store_untrained_cell
 
 KEY = "sk-test-DO-NOT-LEAK-0123456789"
 FAST = {"backoff_base": 0.01, "max_wait": 0.5, "timeout": 5.0, "workers": 1}
@@ -292,24 +292,12 @@ def test_stories_come_from_the_generation_eval_when_present(tmp_path):
 
 
 def test_cli_grades_a_stored_cell(tmp_path, monkeypatch, capsys):
-    from research.checkpoint import save_weights
-    from research.config import RunConfig
-    from research.data import load_corpus
     from research.generate import generate
-    from research.models import build_model
-    from research.tokenizers import train_tokenizer
 
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    cfg = RunConfig.from_dict({"data": {"source": "builtin", "n_docs": 40}, "tokenizer": {"kind": "char"},
-                               "model": {"arch": "gpt", "n_layer": 1, "n_head": 2, "n_embd": 16, "block_size": 32}})
-    tok = train_tokenizer(cfg.tokenizer, load_corpus(cfg.data).train)
-    torch.manual_seed(0)
-    model = build_model(cfg.model, tok.vocab_size)
-    cell_dir = tmp_path / "grid" / "cell"
-    cell_dir.mkdir(parents=True)
-    (cell_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
-    tok.save(cell_dir / "tokenizer")
-    save_weights(model, cell_dir / "model.pt")
+    cell_dir, model, tok, _ = store_untrained_cell(tmp_path, {
+        "data": {"source": "builtin", "n_docs": 40}, "tokenizer": {"kind": "char"},
+        "model": {"arch": "gpt", "n_layer": 1, "n_head": 2, "n_embd": 16, "block_size": 32}})
     prompt = "Once upon a time"  # stories as the trainer's samples.jsonl stores them (ablations.train_cell)
     gen = torch.Generator().manual_seed(0)
     outs = [generate(model, tok.encode(prompt), 12, tok.eot_id, 1.0, None, None, gen) for _ in range(3)]

@@ -15,16 +15,14 @@ import yaml
 from evals import blimp, hellaswag
 from evals.base import EvalContext
 from evals.scoring import read_jsonl, score_continuations, seeded_subset
-from research.checkpoint import save_weights
 from research.config import RunConfig, TokenizerConfig
 from research.errors import ConfigError, run_main
-from research.models import build_model
 from research.models.gpt import GPT
 from research.models.rnn import LSTM
-from research.tokenizers import train_tokenizer
 from research.tokenizers.bpe import BPETokenizer
 from research.tokenizers.char import CharTokenizer
 from tests.evals.lookup_model import LookupModel, random_table
+from tests.helpers import store_untrained_cell
 
 lm_eval = pytest.importorskip("lm_eval")
 from lm_eval.api.instance import Instance  # noqa: E402
@@ -181,19 +179,8 @@ def test_harness_hellaswag_and_blimp_decide_as_lm_eval_on_the_same_items(shared_
 
 @pytest.fixture
 def stored_cell(tmp_path):
-    cfg = RunConfig.from_dict({"data": {"source": "builtin", "n_docs": 40}, "tokenizer": {"kind": "char"},
-                               "model": {"arch": "gru", "n_layer": 1, "n_embd": 16}})
-    from research.data import load_corpus
-
-    tok = train_tokenizer(cfg.tokenizer, load_corpus(cfg.data).train)
-    torch.manual_seed(0)
-    model = build_model(cfg.model, tok.vocab_size)
-    cell_dir = tmp_path / "grid" / "cell"
-    cell_dir.mkdir(parents=True)
-    (cell_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
-    tok.save(cell_dir / "tokenizer")
-    save_weights(model, cell_dir / "model.pt")
-    return cell_dir
+    return store_untrained_cell(tmp_path, {"data": {"source": "builtin", "n_docs": 40}, "tokenizer": {"kind": "char"},
+                                           "model": {"arch": "gru", "n_layer": 1, "n_embd": 16}})[0]
 
 
 def test_cli_stores_the_result_in_the_cell_and_errors_are_one_line(stored_cell, tmp_path, capsys):

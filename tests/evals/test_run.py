@@ -7,19 +7,14 @@ import json
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from evals import EVALS
 from evals.base import EvalContext, EvalResult
 from evals.run import main, run_evals
-from research.checkpoint import save_weights
-from research.config import RunConfig
-from research.data import load_corpus
 from research.errors import ConfigError, run_main
 from research.evaluation import split_loss
-from research.models import build_model
-from research.tokenizers import train_tokenizer
 from tests.evals.lookup_model import LookupModel
+from tests.helpers import store_untrained_cell
 
 
 def boom(ctx, options):
@@ -56,17 +51,9 @@ def test_unknown_eval_lists_the_valid_ones():
 @pytest.fixture
 def cell(tmp_path):
     """A stored cell as the grid runner writes it (config.yaml, tokenizer/, model.pt), untrained."""
-    cfg = RunConfig.from_dict({"data": {"source": "builtin", "n_docs": 60}, "tokenizer": {"kind": "char"},
-                               "model": {"arch": "gpt", "n_layer": 1, "n_head": 2, "n_embd": 16, "block_size": 32}})
-    corpus = load_corpus(cfg.data)
-    tok = train_tokenizer(cfg.tokenizer, corpus.train)
-    torch.manual_seed(0)
-    model = build_model(cfg.model, tok.vocab_size)
-    cell_dir = tmp_path / "grid" / "cell"
-    cell_dir.mkdir(parents=True)
-    (cell_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
-    tok.save(cell_dir / "tokenizer")
-    save_weights(model, cell_dir / "model.pt")
+    cell_dir, model, tok, corpus = store_untrained_cell(tmp_path, {
+        "data": {"source": "builtin", "n_docs": 60}, "tokenizer": {"kind": "char"},
+        "model": {"arch": "gpt", "n_layer": 1, "n_head": 2, "n_embd": 16, "block_size": 32}})
     return cell_dir, model.eval(), tok.encode_docs(corpus.val)
 
 
