@@ -176,7 +176,9 @@ class CellJob:
     def _failed_since_submission(self, cell_dir: Path) -> bool:
         """A failure recorded after this job was submitted is another job's verdict: keep it. An
         older one was there at submission, so the cell is in this job only to be retried."""
-        error = cell_dir / "error.json"
+        from ablations.records import ERROR
+
+        error = cell_dir / ERROR
         return error.exists() and (not self.retry_failed or error.stat().st_mtime > self.submitted)
 
     def _follow(self, cell, grid_dir: Path) -> str:
