@@ -20,6 +20,9 @@ thread pool, so a long generation in one tab does not block the grid list in ano
                                              and needs "resume": true when they are the same
     POST /api/stop      {"grid"}             SIGTERM the grid's live runners on this host
     GET  /api/runs                           grids started from the page: pid, running, log tail
+    GET  /rate                               the Rate page: blind pairwise ratings of stored stories
+    GET  /api/rate/<grid>?rater=             the rater's next unrated pair (app.rating)
+    POST /api/rate/<grid> {"rater", "pair", "choices", "note"?}
 
 The handlers live by what they do: `browse` (grids, cells, curves), `status_view` (status, phase
 and ETA of a cell and a grid), `runs` (grids started from the page), `generation` (prompting a
@@ -51,6 +54,7 @@ from starlette.staticfiles import StaticFiles
 
 from app.browse import Browsing
 from app.generation import GenerateRequest, Generation, event_stream
+from app.rating import Rating
 from app.runs import Runs
 from app.web import ApiError, error_response, guard, json_body, json_response, string_field
 from research.errors import ConfigError, UserError
@@ -58,13 +62,14 @@ from research.errors import ConfigError, UserError
 log = logging.getLogger(__name__)
 
 
-class App(Browsing, Runs, Generation):
+class App(Browsing, Runs, Generation, Rating):
     """What the handlers share: the results folder, the model cache and the grids started here."""
 
     def __init__(self, results_dir: Path, cache_size: int = 4):
         self.results_dir = Path(results_dir).resolve()
         Runs.__init__(self)
         Generation.__init__(self, cache_size)
+        Rating.__init__(self)
 
 
 def make_app(results_dir: Path, cache_size: int = 4) -> Starlette:
@@ -72,7 +77,8 @@ def make_app(results_dir: Path, cache_size: int = 4) -> Starlette:
     core = App(results_dir, cache_size)
 
     def page(request: Request) -> Response:
-        html = importlib.resources.files("app").joinpath("page.html").read_bytes()
+        name = "rate.html" if request.url.path == "/rate" else "page.html"
+        html = importlib.resources.files("app").joinpath(name).read_bytes()
         return Response(html, media_type="text/html; charset=utf-8", headers={"Cache-Control": "no-store"})
 
     def grids(request: Request) -> Response:
@@ -103,6 +109,12 @@ def make_app(results_dir: Path, cache_size: int = 4) -> Starlette:
         name = string_field(await json_body(request), "grid", '"name"')
         return json_response(await run_in_threadpool(core.stop, name))
 
+    async def rate(request: Request) -> Response:
+        grid = request.path_params["grid"]
+        if request.method == "GET":
+            return json_response(await run_in_threadpool(core.next_pair, grid, request.query_params.get("rater")))
+        return json_response(await run_in_threadpool(core.rate, grid, await json_body(request)))
+
     async def generate(request: Request) -> Response:
         params = await json_body(request) if request.method == "POST" else dict(request.query_params)
         req = GenerateRequest.parse(params)
@@ -132,6 +144,8 @@ def make_app(results_dir: Path, cache_size: int = 4) -> Starlette:
         Route("/api/grid/{grid}", grid),
         Route("/api/grid/{grid}/curves", grid_curves),
         Route("/api/cell/{grid}/{cell}/curve", curve),
+        Route("/rate", page),
+        Route("/api/rate/{grid}", rate, methods=["GET", "POST"]),
         Route("/api/runs", runs),
         Route("/api/generate", generate, methods=["GET", "POST"]),
         Route("/api/validate", validate, methods=["POST"]),

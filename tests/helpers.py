@@ -58,3 +58,58 @@ def store_untrained_cell(root: Path, config: dict):
     tok.save(cell_dir / "tokenizer")
     save_weights(model, cell_dir / "model.pt")
     return cell_dir, model, tok, corpus
+
+
+def store_grid(results: Path, grid_file: Path, stories: bool = True, judge: bool = True) -> Path:
+    """A finished grid as the runner stores it, without training: grid.json from the real grid file
+    (real cell ids, axes and labels) and per cell its config, a loss log falling from ln(vocab) with
+    a per-configuration rate and a per-seed offset, metrics.json, DONE and, optionally, stories
+    (samples/generation.jsonl, two prompts) and a judge result. For tests of what reads results
+    (the app, evals.human); the numbers are made up and say nothing about the models."""
+    import json
+    import math
+    import random
+
+    from ablations import records
+    from ablations.grid import load_grid
+
+    grid = load_grid(Path(grid_file))
+    grid_dir = Path(results) / grid.name
+    records.write_grid(grid_dir, {"name": grid.name, "description": grid.description, "source": str(grid_file),
+                                  "axes": grid.axes, "overrides": [], "reproduces": grid.reproduces,
+                                  "labels": grid.labels,
+                                  "cells": [{"id": c.id, "seed": c.seed, "axes": c.axes} for c in grid.cells]})
+    configs: dict[str, int] = {}
+    for cell in grid.cells:
+        k = configs.setdefault(json.dumps(cell.axes, sort_keys=True, default=str), len(configs))
+        rng = random.Random(f"{cell.id}")
+        cell_dir = grid_dir / cell.id
+        cell_dir.mkdir(parents=True)
+        records.write_config(cell_dir, cell.config.to_dict())
+        steps = cell.config.train.max_steps
+        every = max(1, cell.config.train.log_every)
+        rate, offset = 0.004 + 0.001 * k, 0.03 * rng.random()
+        lines = ["step,train/loss,val/loss"]
+        for step in range(every - 1, steps, every):
+            loss = 1.5 + 2.5 * math.exp(-rate * step) + offset
+            val = f"{loss + 0.05:.4f}" if (step + 1) % max(1, cell.config.train.eval_every) == 0 else ""
+            lines.append(f"{step},{loss:.4f},{val}")
+        (cell_dir / records.LOG).write_text("\n".join(lines) + "\n")
+        final = 1.55 + 2.5 * math.exp(-rate * steps) + offset
+        records.write_metrics(cell_dir, {"params": 60000 + 37 * k, "val_loss": final, "val_bpb": final / math.log(2),
+                                         "val_ppl": math.exp(final), "wall_s": 20.0 + rng.random(),
+                                         "tokens_per_s": 9000.0 + 100 * rng.random()})
+        if stories:
+            (cell_dir / "samples").mkdir()
+            rows = [{"prompt": p, "sample": 0, "completion": f" story {i} by configuration {k}, seed {cell.seed}.",
+                     "text": f"{p} story {i} by configuration {k}, seed {cell.seed}.", "n_tokens": 9,
+                     "stopped_at_eot": True} for i, p in enumerate(["Once upon a time", "Tom had a dog."])]
+            (cell_dir / "samples" / "generation.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        if judge:
+            (cell_dir / "evals").mkdir()
+            scores = {d: 3.0 + k * 0.5 + rng.random() for d in ("grammar", "creativity", "consistency", "plot")}
+            (cell_dir / "evals" / "judge.json").write_text(json.dumps({
+                "eval": "judge", "version": 1, "status": "ok", "n": 2, "metrics": scores,
+                "details": {"judge_model": "test-judge", "temperature": 0.0}}))
+        records.mark_done(cell_dir)
+    return grid_dir
