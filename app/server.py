@@ -174,6 +174,7 @@ class Server:
         self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.socket.bind(("127.0.0.1", port))
         self.port = self.app.state.port = self.socket.getsockname()[1]
+        self.socket.listen(128)  # connections wait in the backlog from now, not refused until uvicorn starts
         config = uvicorn.Config(self.app, log_level="warning", access_log=False, timeout_graceful_shutdown=1)
         self.uvicorn = uvicorn.Server(config)
         self._thread: threading.Thread | None = None
