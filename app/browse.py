@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ablations import records
 from ablations.records import cell_status
+from app.configs import band, group_rows
 from app.status_view import STATUSES, grid_times, live_status, read_curve
 from app.web import NAME, ApiError
 from research.errors import UserError
@@ -97,8 +98,11 @@ class Browsing:
         running = started_here or any(r["status"] == "running" for r in rows)
         names = {k for r in rows for k in r["metrics"]}
         metrics = [k for k in HEADLINE if k in names] + sorted(names - set(HEADLINE))
+        labels = record.get("labels") if isinstance(record.get("labels"), dict) else {}
+        configs = group_rows(rows, {c["id"]: c for c in listed}, axes, labels)
         return {"name": grid, "description": record.get("description", ""), "axes": axes, "metrics": metrics,
-                "rows": rows, "running": running, "updated": updated, **grid_times(rows, running, now)}
+                "rows": rows, "configs": configs, "running": running, "updated": updated,
+                **grid_times(rows, running, now)}
 
 
     def _row(self, grid_dir: Path, listed: dict, axes: list[str], now: float) -> dict:
@@ -126,11 +130,17 @@ class Browsing:
         return {"cell": cell, "status": cell_status(cell_dir), **read_curve(cell_dir)}
 
     def grid_curves(self, grid: str) -> dict:
-        rows = self.grid_detail(grid)["rows"]
+        """Every cell's curve, and per configuration the mean with its min-max band over the seeds."""
+        detail = self.grid_detail(grid)
         grid_dir = self.grid_dir(grid)
-        return {"grid": grid, "unit": "nats/token",
-                "cells": {r["cell"]: {"status": r["status"], **read_curve(grid_dir / r["cell"])}
-                          for r in rows if r["status"] != "pending"}}
+        cells = {r["cell"]: {"status": r["status"], **read_curve(grid_dir / r["cell"])}
+                 for r in detail["rows"] if r["status"] != "pending"}
+        configs = {}
+        for g in detail["configs"]:
+            mine = [cells[c] for c in g["cells"] if c in cells]
+            configs[g["config"]] = {kind: band([c[kind] for c in mine]) for kind in ("train", "val")}
+            configs[g["config"]]["max_steps"] = max((c["max_steps"] or 0 for c in mine), default=0) or None
+        return {"grid": grid, "unit": "nats/token", "cells": cells, "configs": configs}
 
 
 def _grid_record(grid_dir: Path) -> dict | None:

@@ -5,7 +5,7 @@
 
 Reads only what grids left on disk (grid.json, each cell's config.yaml, manifest.json, metrics.json,
 metrics.csv, evals/*.json, per_position.json, model.pt for attention maps); nothing is retrained.
-Writes, per grid, `tables/<grid>_results.tex` with `<grid>_results.provenance.json` (each row's
+Writes, per grid, `tables/<grid>_results.tex` (and `<grid>_human.tex` once its stories are rated) with `<grid>_results.provenance.json` (each row's
 cells, seeds and code versions) and `<grid>_significance.csv` (every pairwise test), then
 `generated/results.tex`, which `main.tex` inputs: the tables, the figures and, for each figure that
 could not be drawn, the reason. A row whose cells ran different commits or configs is refused
@@ -24,6 +24,7 @@ from pathlib import Path
 
 from paper import figures
 from paper.collect import GridRecord, load_grid_dir
+from paper.human import human_table
 from paper.provenance import ALLOW_FLAG, check_rows, generated_header, provenance
 from paper.stats import ALPHA
 from paper.tables import SPREADS, TableOptions, latex_escape, results_table, setup_table
@@ -61,7 +62,8 @@ def build(grid_dirs: list[Path], out: Path, alpha: float = ALPHA, spread: str = 
         prov_name = f"{grid.name}_results.provenance.json"
         opts = TableOptions(header, alpha, spread, mixed[grid.name], f"tables/{prov_name}")
         results, significance = results_table(grid, opts)
-        for kind, text in (("results", results), ("setup", setup_table(grid, header))):
+        for kind, text in (("results", results), ("setup", setup_table(grid, header)),
+                           ("human", human_table(grid, header))):
             if text:
                 path = tables_dir / f"{grid.name}_{kind}.tex"
                 atomic_write_text(path, text)

@@ -87,13 +87,14 @@ def store_grid(results: Path, grid_file: Path, stories: bool = True, judge: bool
         cell_dir.mkdir(parents=True)
         records.write_config(cell_dir, cell.config.to_dict())
         steps = cell.config.train.max_steps
-        every = max(1, cell.config.train.log_every)
+        every, evals = max(1, cell.config.train.log_every), max(1, cell.config.train.eval_every)
         rate, offset = 0.004 + 0.001 * k, 0.03 * rng.random()
         lines = ["step,train/loss,val/loss"]
-        for step in range(every - 1, steps, every):
+        for step in sorted(set(range(every - 1, steps, every)) | set(range(evals - 1, steps, evals))):
             loss = 1.5 + 2.5 * math.exp(-rate * step) + offset
-            val = f"{loss + 0.05:.4f}" if (step + 1) % max(1, cell.config.train.eval_every) == 0 else ""
-            lines.append(f"{step},{loss:.4f},{val}")
+            train = f"{loss:.4f}" if (step + 1) % every == 0 else ""
+            val = f"{loss + 0.05:.4f}" if (step + 1) % evals == 0 else ""
+            lines.append(f"{step},{train},{val}")
         (cell_dir / records.LOG).write_text("\n".join(lines) + "\n")
         final = 1.55 + 2.5 * math.exp(-rate * steps) + offset
         records.write_metrics(cell_dir, {"params": 60000 + 37 * k, "val_loss": final, "val_bpb": final / math.log(2),

@@ -316,7 +316,11 @@ def test_browser_prompt_streams_a_story(page, cells):
     completion = page.inner_text("#completion")
     assert page.inner_text("#shown-prompt") == "the dog" and page.inner_text("#gen-error") == ""
     assert 0 < count <= 40 and completion.strip()
-    assert ("end-of-text" in status) == (count < 40)
+    assert ("end-of-text" in status) == (count < 40) == page.is_visible("#eot-mark")
+    speed = page.inner_text("#gen-speed")
+    assert speed.endswith(" tokens/s (sampling only)") and float(speed.split()[0]) > 0
+    shade = "(s) => getComputedStyle(document.querySelector(s)).backgroundColor"
+    assert page.evaluate(shade, "#shown-prompt") != page.evaluate(shade, "#completion")  # the prompt stands apart
 
 
 def test_browser_shows_yaml_errors_inline(page):

@@ -164,3 +164,16 @@ def test_the_command_line_prints_the_report(rated):
     assert "grammar (" in proc.stdout and "Wilson" in proc.stdout and "LLM judge: kappa" in proc.stdout
     missing = run_cli(grid_dir.parent / "nope", module="evals.human")
     assert missing.returncode != 0 and "no ratings yet" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_the_paper_gets_a_human_table(rated, tmp_path):
+    from paper.build import build
+
+    grid_dir, _, _ = rated
+    made = build([grid_dir], tmp_path / "paper", tables_only=True)
+    table = (tmp_path / "paper" / "tables" / "h_human.tex").read_text()
+    assert tmp_path / "paper" / "tables" / "h_human.tex" in made["tables"]
+    report = human.summarize(grid_dir)["dimensions"]["all"]
+    assert table.startswith("% Generated from") and table.count(r" \\") == 1 + len(report["ranking"])
+    assert f"$\\kappa$ = {report['judge']['kappa']:.2f}" in table and "Wilson" in table
+    assert "input{tables/h_human.tex}" in (tmp_path / "paper" / "generated" / "results.tex").read_text()
