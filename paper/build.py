@@ -5,8 +5,9 @@
 
 Reads only what grids left on disk (grid.json, each cell's config.yaml, manifest.json, metrics.json,
 metrics.csv, evals/*.json, per_position.json, model.pt for attention maps); nothing is retrained.
-Writes, per grid, `tables/<grid>_results.tex` (and `<grid>_human.tex` once its stories are rated) with `<grid>_results.provenance.json` (each row's
-cells, seeds and code versions) and `<grid>_significance.csv` (every pairwise test), then
+Writes, per grid, `tables/<grid>_results.tex` with `<grid>_results.provenance.json` (each row's
+cells, seeds and code versions) and `<grid>_significance.csv` (every pairwise test), `<grid>_human.tex`
+once its stories are rated on the app's Rate page (evals.human), then
 `generated/results.tex`, which `main.tex` inputs: the tables, the figures and, for each figure that
 could not be drawn, the reason. A row whose cells ran different commits or configs is refused
 unless --allow-mixed. The same results give byte-identical tables.
