@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy import optimize, stats
 
-from evals import human
+from evals import human, pairwise
 from evals.base import EvalContext
 from evals.judge import evaluate as judge_evaluate
 from tests.evals.judge_server import JudgeServer, ok
@@ -22,7 +22,7 @@ from tests.helpers import run_cli, store_grid, write_grid
 def test_wilson_matches_scipy():
     for wins, n in [(0, 5), (3, 10), (7, 7), (41, 97)]:
         ci = stats.binomtest(wins, n).proportion_ci(confidence_level=0.95, method="wilson")
-        assert human.wilson(wins, n) == pytest.approx((ci.low, ci.high), abs=1e-9)
+        assert pairwise.wilson(wins, n) == pytest.approx((ci.low, ci.high), abs=1e-9)
 
 
 def test_bradley_terry_matches_a_direct_maximum_likelihood_fit():
@@ -46,7 +46,7 @@ def test_bradley_terry_matches_a_direct_maximum_likelihood_fit():
         return out
 
     fit = optimize.minimize(nll, np.zeros(len(cells)), method="BFGS", options={"gtol": 1e-10})
-    got = human.bradley_terry(outcomes, cells)
+    got = pairwise.bradley_terry(outcomes, cells)
     assert [got[c] for c in cells] == pytest.approx(list(fit.x), abs=1e-5)
     assert sorted(cells, key=lambda c: -got[c])[0] == "a"
 
@@ -56,7 +56,7 @@ def test_cohen_kappa_matches_sklearn():
     rng = random.Random(2)
     x = [rng.choice(["a", "b", "tie"]) for _ in range(50)]
     y = [v if rng.random() < 0.6 else rng.choice(["a", "b", "tie"]) for v in x]
-    assert human.cohen_kappa(x, y) == pytest.approx(metrics.cohen_kappa_score(x, y))
+    assert pairwise.cohen_kappa(x, y) == pytest.approx(metrics.cohen_kappa_score(x, y))
 
 
 def test_a_torn_last_line_is_skipped_then_cut_and_earlier_rows_kept(tmp_path):
@@ -177,3 +177,36 @@ def test_the_paper_gets_a_human_table(rated, tmp_path):
     assert table.startswith("% Generated from") and table.count(r" \\") == 1 + len(report["ranking"])
     assert f"$\\kappa$ = {report['judge']['kappa']:.2f}" in table and "Wilson" in table
     assert "input{tables/h_human.tex}" in (tmp_path / "paper" / "generated" / "results.tex").read_text()
+
+
+WRITER = """
+import sys
+from evals.human import append_rating
+for i in range(100000):
+    append_rating(sys.argv[1], {"pair": f"p{i}", "note": "x" * 300})
+    print(i, flush=True)
+"""
+
+
+def test_a_writer_killed_while_appending_loses_no_acknowledged_row(tmp_path):
+    """SIGKILL a process appending ratings as fast as it can: every row it had reported written is
+    read back, in order, and the file takes the next append."""
+    import signal
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO
+
+    path = tmp_path / "ratings" / "r.jsonl"
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    acknowledged = -1
+    for line in proc.stdout:
+        acknowledged = int(line)
+        if acknowledged >= 40:
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    rows = human.read_ratings(path)
+    assert len(rows) > acknowledged and [r["pair"] for r in rows] == [f"p{i}" for i in range(len(rows))]
+    human.append_rating(path, {"pair": "after"})
+    assert [r["pair"] for r in human.read_ratings(path)][-2:] == [rows[-1]["pair"], "after"]
