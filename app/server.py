@@ -9,8 +9,10 @@ thread pool, so a long generation in one tab does not block the grid list in ano
 
     GET  /                                   the page
     GET  /api/grids                          grids in the results folder, with cell counts by status
-    GET  /api/grid/<grid>                    one row per cell: status, progress, axes, final metrics
-    GET  /api/grid/<grid>/curves             every cell's train/val loss curve (nats/token) by step
+    GET  /api/grid/<grid>                    one row per cell: status, progress, axes, final metrics; and
+                                             per configuration (app.configs): label, seeds, mean/std/n
+    GET  /api/grid/<grid>/curves             every cell's train/val loss curve (nats/token) by step, and
+                                             per configuration the mean with its min-max band
     GET  /api/cell/<grid>/<cell>/curve       one cell's curve
     GET  /api/generate?grid=&cell=&prompt=   Server-Sent Events, one `token` event per sampled token,
     POST /api/generate  {"grid", "cell", ...}  then `done` ({tokens, stop: "eot" | "max_tokens"})

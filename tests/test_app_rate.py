@@ -150,3 +150,37 @@ def test_a_cross_site_rating_is_refused(browser, results, second_origin):  # noq
     finally:
         app.kill()
     assert not human.ratings_path(results / "h", "mallory").exists()
+
+
+def test_bad_ratings_get_one_line_errors(results):
+    from app.server import Server
+
+    srv = Server(results, port=0, cache_size=1).start()
+    url = f"http://127.0.0.1:{srv.port}"
+
+    def call(path, body=None):
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(url + path, data=data, headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    try:
+        pair = call("/api/rate/h?rater=carol")[1]["pair"]
+        ties = dict.fromkeys(human.DIMENSIONS, "tie")
+        cases = [
+            ("/api/rate/h?rater=../x", None, 400, "rater '../x'"),
+            ("/api/rate/nope?rater=carol", None, 404, "grid 'nope' not found"),
+            ("/api/rate/h", {"rater": "carol", "pair": pair, "choices": {"grammar": "left"}}, 400, "for each of"),
+            ("/api/rate/h", {"rater": "carol", "pair": pair, "choices": {**ties, "plot": "both"}}, 400, "pick one"),
+            ("/api/rate/h", {"rater": "carol", "pair": "0" * 20, "choices": ties}, 404, "is not a pair"),
+            ("/api/rate/h", {"rater": "carol", "pair": pair, "choices": ties, "note": "x" * 2001}, 400, "note"),
+        ]
+        for path, body, code, message in cases:
+            status, answer = call(path, body)
+            assert status == code and message in answer["error"] and "\n" not in answer["error"], (path, answer)
+        assert not human.ratings_path(results / "h", "carol").exists()
+    finally:
+        srv.stop()
