@@ -147,10 +147,12 @@ class TangentDescent(torch.optim.Optimizer):
     each row's sphere, u_i - (u_i . w_i / |w_i|^2) w_i; the row steps along it, w_i - lr * u_i',
     and is retracted to its norm before the step, w_i |w_i| / |w_i - lr u_i'| (the projection
     retraction on the sphere, Absil, Mahony & Sepulchre 2008, "Optimization Algorithms on Matrix
-    Manifolds", sections 3.6 and 4.1). Row norms stay at their initial values, so weight decay,
-    which only shrinks norms, does not apply here. The moments are kept in the ambient space (not
-    transported), as Adam's are per coordinate; Becigneul & Ganea (2019, "Riemannian Adaptive
-    Optimization Methods") discuss what that loses.
+    Manifolds"; Bonnabel 2013's Riemannian SGD). Row norms stay at their initial values, so
+    weight decay, which only shrinks norms, does not apply here. The moments live in the ambient
+    space (not transported between tangent spaces) and Adam's scaling is per coordinate, which is
+    not intrinsic to a sphere: Becigneul & Ganea (2019, "Riemannian Adaptive Optimization
+    Methods") adapt per manifold instead. This is the simple, extrinsic variant the brainstorm
+    asks to test, not their RAdam.
     """
 
     def __init__(self, params, lr: float, base: str = "adam", betas=(0.9, 0.95), eps: float = 1e-8,
