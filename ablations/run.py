@@ -146,7 +146,7 @@ def prepare_all(grid: Grid, cache_root: Path) -> None:
 
 def grid_record(grid: Grid, args) -> dict:
     return {"name": grid.name, "description": grid.description, "source": str(grid.source), "axes": grid.axes,
-            "overrides": args.set, "reproduces": grid.reproduces, "labels": grid.labels, "select": grid.select,
+            "overrides": args.set, "reproduces": grid.reproduces, "labels": grid.labels,
             "cells": [{"id": c.id, "seed": c.seed, "axes": c.axes} for c in grid.cells]}
 
 

@@ -6,22 +6,22 @@
   (`<grid>_length.pdf`), one curve per configuration (mean over seeds, shaded min to max).
 - **Selected axis**: a grid with `select:` (e.g. the learning rate per optimizer) gets the results
   table and the loss curves of the chosen cells only (`<grid>_selected_results.tex`,
-  `<grid>_selected_loss_curves.pdf`), the choice made by ablations.select on validation, so the
-  test metrics never take part in it.
+  `<grid>_selected_loss_curves.pdf`), the choice the runner made on validation and wrote to
+  `selected.csv` (ablations.select), so the test metrics never take part in it.
 
-Both read only results files (grid.json, each cell's metrics and evals), as the rest of paper/.
+Both read only results files (each cell's metrics and evals, summary.csv, selected.csv), as the
+rest of paper/ does.
 """
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
 
-from ablations import records
-from ablations.select import select_rows
 from paper import figures, stats
 from paper.collect import GridRecord
 from paper.tables import Column, TableOptions, fmt, latex_escape, results_table
@@ -141,21 +141,30 @@ def length_table(grid: GridRecord, opts: TableOptions) -> tuple[str, list[dict]]
 
 
 def selected_grid(grid: GridRecord) -> tuple[GridRecord, dict] | None:
-    """The grid restricted to the cells of the value `select:` chose per group, or None."""
-    select = records.read_grid(grid.path, required=False).get("select")
-    if not select:
+    """The grid restricted to the cells of the value `select:` chose per group, or None.
+
+    The choice is the runner's, read from `selected.csv` (ablations.select): its rows name the
+    other axes' values and the chosen one as `summary.csv` writes them, which names the cells."""
+    selected, summary = _read_csv(grid.path / "selected.csv"), _read_csv(grid.path / "summary.csv")
+    column = next((c for c in (selected[0] if selected else {}) if c.startswith("selected ")), None)
+    if column is None or not summary:
         return None
-    axis, by = select["axis"], select["by"]
-    rows = [{**{a: c.axes.get(a) for a in grid.axes}, "seed": c.seed, "status": c.status, by: c.metrics.get(by)}
-            for c in grid.cells]
+    axis, _, by = column[len("selected "):].partition(" (lowest mean ")
+    by = by.rstrip(")")
     others = [a for a in grid.axes if a != axis]
-    chosen = {tuple(str(r[a]) for a in others): r["selected"] for r in select_rows(rows, grid.axes, axis, by)
-              if r.get("selected") != ""}
-    keep = [c for c in grid.cells
-            if chosen.get(tuple(str(c.axes.get(a)) for a in others), object()) == c.axes.get(axis)]
+    chosen = {tuple(r.get(a, "") for a in others): r[column] for r in selected if r[column] != ""}
+    ids = {r["cell"] for r in summary if chosen.get(tuple(r.get(a, "") for a in others)) == r.get(axis)}
+    keep = [c for c in grid.cells if c.cell in ids]
     if not keep:
         return None
-    return dataclasses.replace(grid, name=f"{grid.name}_selected", cells=keep), select
+    return dataclasses.replace(grid, name=f"{grid.name}_selected", cells=keep), {"axis": axis, "by": by}
+
+
+def _read_csv(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
 
 
 def selected_outputs(grid: GridRecord, opts: TableOptions, figures_dir: Path | None

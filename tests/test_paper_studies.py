@@ -55,18 +55,28 @@ def test_cells_without_extended_eval_give_no_length_outputs(tmp_path):
 
 
 def test_selected_table_keeps_the_lr_with_the_lowest_mean_val_loss(tmp_path):
+    """The choice comes from the runner's selected.csv (written by ablations.select from summary rows)."""
+    from types import SimpleNamespace
+
+    from ablations.results import COLUMNS
+    from ablations.select import write_selection
+    from research.io import atomic_write_csv
+
     val = {("adamw", 1e-3): 2.0, ("adamw", 1e-2): 1.5, ("tangent", 1e-3): 1.7, ("tangent", 1e-2): 1.9}
-    cells = []
+    cells, rows = [], []
+    axes = ["train.optimizer", "train.lr"]
     for (opt, lr), loss in val.items():
         for seed in range(3):
-            cells.append(_cell(tmp_path, "opt", f"{opt} {lr}", seed, {"train.optimizer": opt, "train.lr": lr},
-                               {"val_loss": loss + 0.01 * seed, "val_ppl": 3.0, "val_bpb": loss}))
-    (tmp_path / "grid.json").write_text(json.dumps({"name": "opt", "select": {"axis": "train.lr", "by": "val_loss"}}))
-    grid = GridRecord("opt", tmp_path, ["train.optimizer", "train.lr"], "", cells)
+            axis_values = {"train.optimizer": opt, "train.lr": lr}
+            metrics = {"val_loss": loss + 0.01 * seed, "val_ppl": 3.0, "val_bpb": loss}
+            cells.append(_cell(tmp_path, "opt", f"{opt} {lr}", seed, axis_values, metrics))
+            rows.append({"cell": cells[-1].cell, "seed": seed, "status": "done", **axis_values, **metrics})
+    grid = GridRecord("opt", tmp_path, axes, "", cells)
+    assert studies.selected_grid(grid) is None  # no selection written: nothing to show
+    atomic_write_csv(tmp_path / "summary.csv", rows, COLUMNS[:3] + axes + ["val_loss", "val_ppl", "val_bpb"])
+    write_selection(SimpleNamespace(select={"axis": "train.lr", "by": "val_loss"}, axes=axes), rows, tmp_path)
     sub, select = studies.selected_grid(grid)
     assert select == {"axis": "train.lr", "by": "val_loss"}
     assert sorted({c.config for c in sub.cells}) == ["adamw 0.01", "tangent 0.001"] and len(sub.cells) == 6
     table, _, stem = studies.selected_outputs(grid, TableOptions(), None)
     assert "selected on \\texttt{val\\_loss}" in table and stem is None
-    (tmp_path / "grid.json").write_text(json.dumps({"name": "opt"}))
-    assert studies.selected_grid(grid) is None
