@@ -58,30 +58,37 @@ def length_curves(grid: GridRecord) -> dict[str, tuple[int, list[list[float]]]]:
 
 
 def length_figure(grid: GridRecord, out_dir: Path) -> str | None:
+    """One panel per positional encoding (model.pos), one curve per configuration in it."""
     curves = length_curves(grid)
     if not curves:
         return None
     import matplotlib.pyplot as plt
 
+    pos_of = {c.config: str(c.run_config.get("model", {}).get("pos", "")) for c in grid.cells}
+    panels = list(dict.fromkeys(pos_of[config] for config in curves))
     figures._style()
-    fig, ax = plt.subplots(figsize=(7.2, 3.6))
-    trained = set()
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels) + 0.4, 3.4), squeeze=False, sharey=True)
+    handles, labels, trained = [], [], set()
     for i, (config, (T, seeds)) in enumerate(curves.items()):
+        ax = axes[0, panels.index(pos_of[config])]
         width = min(len(c) for c in seeds)
         values = np.array([c[:width] for c in seeds])
         x = np.arange(1, width + 1)
-        color, style = f"C{i % 10}", ("-", "--", ":")[(i // 10) % 3]
-        ax.plot(x, values.mean(0), color=color, ls=style, lw=1.1, label=f"{config} (n={len(seeds)})")
+        color = f"C{i % 10}"
+        (line,) = ax.plot(x, values.mean(0), color=color, lw=1.0)
         if len(seeds) > 1:
             ax.fill_between(x, values.min(0), values.max(0), color=color, alpha=0.12, lw=0)
+        handles.append(line)
+        labels.append(f"{config} (n={len(seeds)})")
         trained.add(T)
-    for T in sorted(trained):
-        ax.axvline(T, color="0.3", lw=0.8, ls="--")
-        ax.annotate(f"training length T={T}", (T, 1), xycoords=("data", "axes fraction"), xytext=(3, -10),
-                    textcoords="offset points", fontsize=7, color="0.3")
-    ax.set_xlabel("context position (tokens seen)")
-    ax.set_ylabel("loss (nats/token)")
-    handles, labels = ax.get_legend_handles_labels()
+    for ax, pos in zip(axes[0], panels):
+        for T in sorted(trained):
+            ax.axvline(T, color="0.3", lw=0.8, ls="--")
+            ax.annotate(f"training length T={T}", (T, 1), xycoords=("data", "axes fraction"), xytext=(3, -10),
+                        textcoords="offset points", fontsize=7, color="0.3")
+        ax.set_title(f"model.pos: {pos}" if pos else "")
+        ax.set_xlabel("context position (tokens seen)")
+    axes[0, 0].set_ylabel("loss (nats/token)")
     bottom = figures.legend_below(fig, handles, labels)
     fig.suptitle(f"{grid.name}: loss by position beyond the training length, mean over seeds "
                  "(shaded: min to max)", fontsize=8)
@@ -120,7 +127,7 @@ def length_table(grid: GridRecord, opts: TableOptions) -> tuple[str, list[dict]]
             text = fmt(stats.summarize(values), col, opts.spread)
             line.append(f"\\textbf{{{text}}}" if name in per_seed[col.header + "/bold"] else text)
         rows_tex.append(" & ".join(line) + r" \\")
-    used = [stats.TESTS[t] for t in sorted(tests)] or [stats.TESTS["paired"]]
+    used = [stats.TESTS[t].replace("t-test", "$t$-test") for t in sorted(tests)] or ["paired $t$-test"]
     from paper.tables import SPREADS
 
     caption = (f"Length generalisation in grid \\texttt{{{latex_escape(grid.name)}}}: loss (nats/token) averaged "

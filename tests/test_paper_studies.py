@@ -40,7 +40,7 @@ def test_length_table_and_figure(tmp_path):
     table, significance = studies.length_table(grid, TableOptions())
     row = next(line for line in table.splitlines() if line.startswith("log n"))
     assert f"\\textbf{{{np.mean(beyond['log n']):.3f} $\\pm$ {np.std(beyond['log n'], ddof=1):.3f}}}" in row
-    assert "$T$ = 4" in table and "paired t-test" in table
+    assert "$T$ = 4" in table and "paired $t$-test" in table
     test = next(r for r in significance if r["metric"] == "per_position/loss_beyond")
     assert float(test["p_value"]) == pytest.approx(
         sps.ttest_rel(beyond["softmax"], beyond["log n"]).pvalue, rel=1e-4)
