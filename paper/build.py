@@ -23,7 +23,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from paper import figures
+from paper import figures, studies
 from paper.collect import GridRecord, load_grid_dir
 from paper.human import human_table
 from paper.provenance import ALLOW_FLAG, check_rows, generated_header, provenance
@@ -74,6 +74,7 @@ def build(grid_dirs: list[Path], out: Path, alpha: float = ALPHA, spread: str = 
                                               "spread": spread}})
         atomic_write_text(tables_dir / prov_name, json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
         atomic_write_csv(tables_dir / f"{grid.name}_significance.csv", significance, SIGNIFICANCE_COLUMNS)
+        made += study_outputs(grid, opts, tables_dir, None if tables_only else figures_dir, tables)
         for fn, what in () if tables_only else ((figures.loss_curves, "loss curves"),
                                                  (figures.per_position, "per-position loss")):
             stem = fn(grid, figures_dir)
@@ -89,6 +90,28 @@ def build(grid_dirs: list[Path], out: Path, alpha: float = ALPHA, spread: str = 
     atomic_write_text(out / "generated" / "results.tex",
                       results_tex(grids, tables, made, skipped, out, generated_header(command, grids)))
     return {"tables": tables, "figures": [m for m in made if m[0]], "skipped": [s for s in skipped if not s[0]]}
+
+
+def study_outputs(grid: GridRecord, opts: TableOptions, tables_dir: Path, figures_dir: Path | None,
+                  tables: list[Path]) -> list[tuple[str, str, None]]:
+    """paper.studies' tables (appended to `tables`) and figures (returned) where the grid ran them."""
+    made = []
+    length = studies.length_table(grid, opts)
+    if length is not None:
+        tables.append(tables_dir / f"{grid.name}_length_results.tex")
+        atomic_write_text(tables[-1], length[0])
+        atomic_write_csv(tables_dir / f"{grid.name}_length_significance.csv", length[1], SIGNIFICANCE_COLUMNS)
+        stem = studies.length_figure(grid, figures_dir) if figures_dir is not None else None
+        if stem:
+            made.append((stem, f"loss against position beyond the training length ({grid.name})", None))
+    selected = studies.selected_outputs(grid, opts, figures_dir)
+    if selected is not None:
+        tables.append(tables_dir / f"{grid.name}_selected_results.tex")
+        atomic_write_text(tables[-1], selected[0])
+        atomic_write_csv(tables_dir / f"{grid.name}_selected_significance.csv", selected[1], SIGNIFICANCE_COLUMNS)
+        if selected[2]:
+            made.append((selected[2], f"loss curves at the selected values ({grid.name})", None))
+    return made
 
 
 def _why(fn, grid: GridRecord) -> str:

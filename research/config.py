@@ -115,11 +115,13 @@ class TrainConfig:
     beta1: float = ranged(0.9, ge=0, lt=1)
     beta2: float = ranged(0.95, ge=0, lt=1)
     grad_clip: float | None = ranged(1.0, gt=0)
-    optimizer: str = ranged("adamw", choices=OPTIMIZERS, kind="optimizer")  # sgd | adam | adamw | muon (research.optim)
+    # sgd | adam | adamw | muon | tangent (research.optim)
+    optimizer: str = ranged("adamw", choices=OPTIMIZERS, kind="optimizer")
     # constant | warmup | cosine | wsd | step_decay
     schedule: str = ranged("cosine", choices=SCHEDULES, kind="schedule")
     momentum: float | None = ranged(None, ge=0, lt=1)  # sgd / muon momentum; None: 0.9 for sgd, 0.95 for muon
     nesterov: bool | None = None  # sgd / muon Nesterov momentum; None: off for sgd, on for muon
+    tangent_base: Literal["sgd", "adam"] = "adam"  # tangent: the base optimizer whose update is projected
     # wsd: share of max_steps in the final linear decay (Hägele et al. 2024)
     decay_fraction: float = ranged(0.2, gt=0, le=1)
     lr_decay: float = ranged(0.5, gt=0, le=1)  # step_decay: lr factor per epoch once decay starts (Zaremba et al. 2014)

@@ -3,6 +3,8 @@
 Optimizers: `sgd` (heavy-ball or Nesterov momentum), `adam` (weight decay as an L2 term in the
 gradient), `adamw` (decoupled weight decay, Loshchilov & Hutter 2019) and `muon` (Jordan et al.
 2024: orthogonalised momentum for the 2-D hidden weight matrices, AdamW for everything else).
+`tangent` is Riemannian descent on the sphere of each hidden weight matrix's rows
+(`TangentDescent`; direction from momentum SGD or Adam, `train.tangent_base`).
 Weight decay applies only to tensors of two or more dimensions (matmul weights, embeddings), as
 in nanoGPT; norms and biases are not decayed.
 
@@ -137,6 +139,96 @@ def muon(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
     return CombinedOptimizer([inner, adamw(model, cfg, rest)])
 
 
+class TangentDescent(torch.optim.Optimizer):
+    """Riemannian descent on the sphere of each matrix row: only the rows' directions learn.
+
+    Per step and per 2-D weight W (rows w_i): the base optimizer's update u (the momentum buffer
+    of SGD, or Adam's bias-corrected m / (sqrt(v) + eps)) is projected onto the tangent space of
+    each row's sphere, u_i - (u_i . w_i / |w_i|^2) w_i; the row steps along it, w_i - lr * u_i',
+    and is retracted to its norm before the step, w_i |w_i| / |w_i - lr u_i'| (the projection
+    retraction on the sphere, Absil, Mahony & Sepulchre 2008, "Optimization Algorithms on Matrix
+    Manifolds"; Bonnabel 2013's Riemannian SGD). Row norms stay at their initial values, so
+    weight decay, which only shrinks norms, does not apply here. The moments live in the ambient
+    space (not transported between tangent spaces) and Adam's scaling is per coordinate, which is
+    not intrinsic to a sphere: Becigneul & Ganea (2019, "Riemannian Adaptive Optimization
+    Methods") adapt per manifold instead. This is the simple, extrinsic variant the brainstorm
+    asks to test, not their RAdam.
+    """
+
+    def __init__(self, params, lr: float, base: str = "adam", betas=(0.9, 0.95), eps: float = 1e-8,
+                 momentum: float = 0.9, nesterov: bool = False):
+        if base not in ("sgd", "adam"):
+            raise ConfigError(f"train.tangent_base: '{base}' is not one of sgd, adam")
+        super().__init__(params, {"lr": lr, "base": base, "betas": betas, "eps": eps, "momentum": momentum,
+                                  "nesterov": nesterov})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    sphere_step_(p, self.direction(p, group), group["lr"])
+        return loss
+
+    def direction(self, p: torch.Tensor, group: dict) -> torch.Tensor:
+        """The base optimizer's update for p (before the learning rate), updating its state."""
+        g, state = p.grad, self.state[p]
+        if group["base"] == "sgd":
+            buf = state.get("momentum_buffer")
+            if buf is None:
+                buf = state["momentum_buffer"] = g.clone()
+            else:
+                buf.mul_(group["momentum"]).add_(g)
+            return g + group["momentum"] * buf if group["nesterov"] else buf
+        beta1, beta2 = group["betas"]
+        if not state:
+            state["step"] = torch.zeros((), dtype=torch.float32)
+            state["exp_avg"], state["exp_avg_sq"] = torch.zeros_like(p), torch.zeros_like(p)
+        state["step"] += 1
+        t = state["step"].item()
+        state["exp_avg"].lerp_(g, 1 - beta1)
+        state["exp_avg_sq"].mul_(beta2).addcmul_(g, g, value=1 - beta2)
+        denom = (state["exp_avg_sq"] / (1 - beta2 ** t)).sqrt_().add_(group["eps"])
+        return state["exp_avg"] / (1 - beta1 ** t) / denom
+
+
+def sphere_step_(w: torch.Tensor, update: torch.Tensor, lr: float) -> None:
+    """In place: each row of w steps by -lr times the update's tangent part, then back to its norm."""
+    norms = w.norm(dim=1, keepdim=True)
+    tiny = torch.finfo(w.dtype).tiny
+    radial = (update * w).sum(dim=1, keepdim=True) / norms.square().clamp_min(tiny)
+    w.sub_(lr * (update - radial * w))
+    w.mul_(norms / w.norm(dim=1, keepdim=True).clamp_min(tiny))
+
+
+def tangent(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
+    """`TangentDescent` on the hidden weight matrices, the base optimizer's Euclidean step elsewhere.
+
+    The rule for what is not on a sphere ("Euclidean fallback", the split Muon uses): vectors (norm
+    gains, biases, learned attention powers) have no rows, and the embedding and output
+    projection rows are scored one token at a time, so their norms carry per-token information
+    (frequency, confidence); they take the plain update of the base, AdamW (with its decoupled
+    weight decay) for `tangent_base: adam` and momentum SGD for `sgd`, at the same lr.
+    """
+    hidden, rest = muon_params(model)
+    if not hidden:
+        raise ConfigError(f"train.optimizer: tangent needs 2-D hidden weight matrices; {type(model).__name__} has "
+                          "none (use adamw)")
+    momentum = 0.9 if cfg.momentum is None else cfg.momentum
+    inner = TangentDescent(hidden, lr=cfg.lr, base=cfg.tangent_base, betas=(cfg.beta1, cfg.beta2),
+                           momentum=momentum, nesterov=bool(cfg.nesterov))
+    if cfg.tangent_base == "adam":
+        fallback = adamw(model, cfg, rest)
+    else:
+        fallback = torch.optim.SGD(param_groups(model, cfg.weight_decay, rest), lr=cfg.lr, momentum=momentum,
+                                   nesterov=bool(cfg.nesterov))
+    return CombinedOptimizer([inner, fallback])
+
+
 # -- schedules: cfg -> factor(step) ----------------------------------------------------------------
 
 
@@ -222,6 +314,7 @@ OPTIMIZERS = Registry("optimizer", {
     "adam": "research.optim:adam",
     "adamw": "research.optim:adamw",
     "muon": "research.optim:muon",
+    "tangent": "research.optim:tangent",
 })
 SCHEDULES = Registry("schedule", {
     "constant": "research.optim:constant",

@@ -53,6 +53,15 @@ class LanguageModel(nn.Module):
         receptive field, ...); merged into the cell's metrics.json."""
         return {}
 
+    def extend_context(self, length: int) -> None:
+        """Accept sequences of `length` tokens beyond `block_size` (length-generalisation evals);
+        models whose positions stop at block_size refuse."""
+        if self.block_size is not None and length > self.block_size:
+            from research.errors import ConfigError
+
+            raise ConfigError(f"model.arch: {type(self).__name__} cannot run beyond block_size {self.block_size} "
+                              f"(asked {length}); evaluate at a length <= {self.block_size}")
+
     def attention_weights(self, idx: torch.Tensor) -> list[torch.Tensor] | torch.Tensor | None:
         """Attention weights for figures, from models that compute attention their own way; None
         (the default) has research.attention recompute them from the layers' queries and keys."""

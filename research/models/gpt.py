@@ -20,7 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from research.checks import ranged
 from research.config import ModelConfig
+from research.errors import ConfigError
+from research.models.attention_scaling import SCALINGS, make_scaling
 from research.models.base import LanguageModel
 from research.models.window_attention import window_attention
 
@@ -41,9 +44,17 @@ class GPTConfig(ModelConfig):
     bias: bool = False
     tie_embeddings: bool = True
     rope_base: float = 10000.0
+    # how attention depends on the visible count n_t (research.models.attention_scaling): sum_power | log_n
+    attn_scaling: str = ranged("sum_power", choices=lambda: SCALINGS.names(), kind="attention scaling")
+    # sum_power: the weights over the n_t visible positions sum to n_t ** p (0: standard softmax)
+    attn_sum_power: float = ranged(0.0, ge=-1.0, le=1.0)
+    attn_sum_power_learned: bool = False  # sum_power: one learned p per head, initialised at attn_sum_power
 
     def validate(self) -> None:
         kv = self.n_kv_head or self.n_head
+        if self.attn_scaling != "sum_power" and (self.attn_sum_power != 0.0 or self.attn_sum_power_learned):
+            raise ValueError(f"attn_sum_power: applies to attn_scaling sum_power, not '{self.attn_scaling}'; "
+                             "remove attn_sum_power and attn_sum_power_learned")
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
         if self.n_head % kv:
@@ -95,9 +106,15 @@ class Rotary(nn.Module):
     def __init__(self, head_dim: int, max_len: int, base: float):
         super().__init__()
         inv = 1.0 / base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
-        angles = torch.outer(torch.arange(max_len, dtype=torch.float32), inv)  # (T, hd/2)
-        self.register_buffer("cos", angles.cos(), persistent=False)
-        self.register_buffer("sin", angles.sin(), persistent=False)
+        self.register_buffer("inv", inv, persistent=False)
+        self.register_buffer("cos", torch.empty(0), persistent=False)
+        self.register_buffer("sin", torch.empty(0), persistent=False)
+        self.extend(max_len)
+
+    def extend(self, max_len: int) -> None:
+        """Angles for positions 0..max_len-1 (rotations are defined at every position)."""
+        angles = torch.outer(torch.arange(max_len, dtype=torch.float32, device=self.inv.device), self.inv)  # (T, hd/2)
+        self.cos, self.sin = angles.cos(), angles.sin()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, H, T, hd)
         T = x.shape[-2]
@@ -133,6 +150,7 @@ class CausalSelfAttention(nn.Module):
         self.dropout = cfg.dropout
         self.resid_drop = nn.Dropout(cfg.dropout)
         self.rotary = Rotary(self.head_dim, cfg.block_size, cfg.rope_base) if cfg.pos == "rope" else None
+        self.scaling = make_scaling(cfg, self.n_head)  # None: standard softmax
         self.register_load_state_dict_pre_hook(_split_fused_qkv)
 
     def split_heads(self, x: torch.Tensor, memory: torch.Tensor | None = None
@@ -154,7 +172,11 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x: torch.Tensor, memory: torch.Tensor | None = None) -> torch.Tensor:
         """Self-attention, or with `memory` (same length as x) keys and values come from it."""
         B, T, _ = x.shape
-        y = self.attend(*self.split_heads(x, memory))  # (B, H, T, hd)
+        q, k, v = self.split_heads(x, memory)
+        if self.scaling is None:
+            y = self.attend(q, k, v)  # (B, H, T, hd)
+        else:
+            y = self.scaling.output(self.attend(self.scaling.queries(q, self.window), k, v), self.window)
         return self.resid_drop(self.proj(y.transpose(1, 2).reshape(B, T, self.inner)))
 
 
@@ -247,6 +269,23 @@ class GPT(LanguageModel):
         elif self.cfg.pos == "sinusoidal":
             x = x + self.pos_table[:T].to(x.dtype)
         return self.drop(x)
+
+    def extend_context(self, length: int) -> None:
+        """Accept sequences up to `length` tokens (beyond the training block_size), for evaluating
+        length generalisation. Rotary and sinusoidal positions, and no positions, are defined at
+        every position; a learned position table has no rows beyond block_size, so it is refused."""
+        if length <= self.block_size:
+            return
+        if self.cfg.pos == "learned":
+            raise ConfigError(f"model.pos: learned absolute positions stop at block_size {self.block_size}, so the "
+                              f"model cannot be evaluated at {length} tokens; use pos rope, sinusoidal or none, or a "
+                              f"length <= {self.block_size}")
+        for module in self.modules():
+            if isinstance(module, Rotary):
+                module.extend(length)
+        if self.cfg.pos == "sinusoidal":
+            self.pos_table = sinusoidal_table(length, self.cfg.n_embd).to(self.pos_table.device)
+        self.block_size = length
 
     # -------------------------------------------------------------------------------------------
     def forward(self, idx: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -148,3 +149,33 @@ def test_too_short_split_is_a_data_error():
 
     with pytest.raises(DataError, match="fewer than one window"):
         sample_windows(np.arange(5), 8, 2, 0)
+
+
+@pytest.mark.parametrize("pos", ["rope", "none", "learned"])
+def test_eval_beyond_the_training_length(pos):
+    """context_multiple 4 scores positions 0..4T-1 on a copy of the model; the first T positions are
+    the unextended model's losses on the same tokens (causal), learned positions are refused."""
+    from evals.run import run_evals
+    from research.models import build_model
+
+    torch.manual_seed(0)
+    T, V = 8, 5
+    cfg = RunConfig.from_dict({"model": {"arch": "gpt", "n_layer": 1, "n_head": 2, "n_embd": 16, "block_size": T,
+                                         "pos": pos, "attn_sum_power": 0.5}})
+    model = build_model(cfg.model, V).eval()
+    tokens = np.random.default_rng(0).integers(0, V, size=400)
+    ctx = EvalContext(model=model, tokenizer=None, config=cfg, load_tokens=lambda split: tokens)
+    if pos == "learned":
+        (res,) = run_evals(ctx, ["per_position"], {"per_position": {"n_windows": 4, "context_multiple": 4}})
+        assert res.status == "failed" and "learned absolute positions stop at block_size 8" in res.reason
+        assert "\n" not in res.reason
+        return
+    res = per_position.evaluate(ctx, {"n_windows": 6, "context_multiple": 4})
+    curve = res.details["records"][0]["loss_by_position"]
+    assert len(curve) == 4 * T and res.details["trained_context"] == T and model.block_size == T
+    assert res.metrics["loss_within"] == pytest.approx(np.mean(curve[:T]), rel=1e-9)
+    assert res.metrics["loss_beyond"] == pytest.approx(np.mean(curve[T:]), rel=1e-9)
+    windows = torch.from_numpy(sample_windows(tokens, 4 * T, 6, 0))
+    with torch.no_grad():
+        short = F.cross_entropy(model(windows[:, :T]).transpose(1, 2), windows[:, 1 : T + 1], reduction="none")
+    assert curve[:T] == pytest.approx(short.mean(0).tolist(), rel=1e-5)

@@ -52,10 +52,22 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def loss_curve(name: str, tok, train: np.ndarray) -> list[float]:
+#: settings beyond a model's defaults, each with its own stored curve: key -> (arch, model keys, train keys)
+SETTINGS = {
+    "gpt attn_sum_power=0.5": ("gpt", {"attn_sum_power": 0.5}, {}),
+    "gpt attn_sum_power_learned": ("gpt", {"attn_sum_power": 0.5, "attn_sum_power_learned": True}, {}),
+    "gpt attn_scaling=log_n": ("gpt", {"attn_scaling": "log_n"}, {}),
+    "windowed attn_sum_power=1": ("windowed", {"attn_sum_power": 1.0}, {}),
+    "gpt optimizer=tangent": ("gpt", {}, {"optimizer": "tangent"}),
+}
+
+
+def loss_curve(name: str, tok, train: np.ndarray, model_keys: dict | None = None,
+               train_keys: dict | None = None) -> list[float]:
     torch.manual_seed(0)
     model_cfg = MODELS.get(name).tiny_config()
-    cfg = RunConfig.from_dict({"model": {**vars(model_cfg)}, "train": TRAIN})
+    cfg = RunConfig.from_dict({"model": {**vars(model_cfg), **(model_keys or {})},
+                               "train": {**TRAIN, **(train_keys or {})}})
     model = build_model(cfg.model, tok.vocab_size)
     recurrent = getattr(model, "recurrent", False)
     seq = min(T, model.block_size or T)
@@ -96,7 +108,17 @@ def detached(state):
 @pytest.mark.parametrize("name", MODELS.names())
 def test_loss_curve_matches_golden(name, stories, one_thread):
     tok, train = stories
-    curve = loss_curve(name, tok, train)
+    check_golden(name, loss_curve(name, tok, train))
+
+
+@pytest.mark.parametrize("key", SETTINGS)
+def test_setting_curve_matches_golden(key, stories, one_thread):
+    tok, train = stories
+    arch, model_keys, train_keys = SETTINGS[key]
+    check_golden(key, loss_curve(arch, tok, train, model_keys, train_keys))
+
+
+def check_golden(name: str, curve: list[float]) -> None:
     golden = json.loads(GOLDEN.read_text()) if GOLDEN.exists() else {}
     if os.environ.get("ABLATIONS_UPDATE_GOLDEN"):
         golden[name] = curve
