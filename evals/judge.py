@@ -392,7 +392,7 @@ class Judge:
                 return Outcome(parse_grade(content), attempt + 1)
             except (InvalidAnswer, AttributeError, TypeError) as e:
                 reason = f"invalid answer: {e}"
-                if isinstance(e, InvalidAnswer) and isinstance(content, str):  # the model answered: tell it what was wrong
+                if isinstance(e, InvalidAnswer) and isinstance(content, str):  # it answered: say what was wrong
                     messages = [messages[0], {"role": "assistant", "content": content},
                                 {"role": "user", "content": retry_message(str(e))}]
         return Outcome(None, self.opts.max_retries + 1, f"{reason} (after {self.opts.max_retries + 1} attempts)")
