@@ -155,7 +155,6 @@ def test_every_shipped_grid_validates(name):
 
     from ablations.grid import load_grid
     from research.models import build_model
-
     from tests.conftest import SHARED_DATA
 
     path = REPO / "ablations" / "grids" / name
