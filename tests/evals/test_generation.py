@@ -134,3 +134,15 @@ def test_samples_after_training_stop_at_end_of_text_and_say_so(tmp_path):
     write_samples(model, tok, short, tmp_path / "t.jsonl")
     row = json.loads((tmp_path / "t.jsonl").read_text())
     assert row["text"] == "the cat" and not row["stopped_at_eot"]  # cut by the limit, tokens joined raw
+
+
+def test_the_shared_generate_function_stops_at_end_of_text():
+    """research.generate.generate (the web app's sampler): the story ends at end-of-text, which is
+    neither returned nor streamed, whatever the token limit."""
+    tok = CharTokenizer(list("ab"))
+    a, b = tok.stoi["a"], tok.stoi["b"]
+    model = chain_model(tok.vocab_size, {tok.eot_id: a, a: b, b: tok.eot_id})
+    streamed = []
+    out = generate(model, [], 50, tok.eot_id, temperature=1.0, generator=torch.Generator().manual_seed(0),
+                   stream=streamed.append)
+    assert out == [a, b] == streamed and tok.decode(out) == "ab"
