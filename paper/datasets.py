@@ -82,10 +82,11 @@ def cross_corpus_table(grid: GridRecord, opts: TableOptions) -> tuple[str, list[
                f"text (rows) for the model trained on each corpus (columns), mean $\\pm$ "
                f"{SPREADS[opts.spread][0]} over $n = {'/'.join(map(str, n))}$ seeds. In each row, bold: best and "
                f"significantly better than every other column ({' / '.join(used).replace('t-test', '$t$-test')}, "
-               f"two-sided, {correction_text(opts.correction)} $p < {opts.alpha:g}$; tests in "
+               f"two-sided, {correction_text(opts.correction, 'row')} $p < {opts.alpha:g}$; tests in "
                f"\\texttt{{{latex_escape(grid.name)}\\_significance.csv}}). $^u$: part of the text is outside the "
                "model's vocabulary and was scored as \\texttt{<unk>} (share in the cell's cross\\_corpus results).")
     for why, rows in unbold.items():
+        why = why.replace("every other row", "every other column")  # here rows are eval corpora
         caption += f" Nothing bold for {latex_escape(', '.join(rows))}: {latex_escape(why)}."
     caption += "".join(f" {note}" for note in opts.notes)
     header = " & ".join(["Eval corpus"] + [latex_escape(cf) for cf in configs]) + r" \\"
@@ -138,7 +139,8 @@ def cleaning_table(grid: GridRecord, header: str) -> str:
     head = ["Configuration", "Docs in", "Chars in", *[n for _, n in ran], "Docs out", "Chars out"]
     caption = (f"Cleaning in grid \\texttt{{{latex_escape(grid.name)}}} (training split, from each cell's manifest): "
                "for each step, the documents it changed or dropped / the characters involved (the changed span of a "
-               "modified document, all of a dropped one); off: the step was not enabled. Seeds share the data.")
+               "modified document, all of a dropped one); off: the step was not enabled. Chars out also lack the "
+               "whitespace stripped from both ends of every document. Seeds share the data.")
     lines = [header, r"\begin{table}[htbp]", r"\centering", r"\scriptsize", r"\setlength{\tabcolsep}{3pt}",
              f"\\caption{{{caption}}}", f"\\label{{tab:{_label(grid.name)}-cleaning}}",
              r"\resizebox{\linewidth}{!}{%", f"\\begin{{tabular}}{{l {' '.join('r' for _ in head[1:])}}}",

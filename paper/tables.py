@@ -228,11 +228,12 @@ def caption(grid: GridRecord, opts: TableOptions, tests: set[str], unbold: dict[
     return text
 
 
-def correction_text(correction: str) -> str:
-    """How the caption names the family-wise correction of the bold rule."""
+def correction_text(correction: str, family: str = "column") -> str:
+    """How the caption names the family-wise correction of the bold rule (`family`: the table's line
+    whose pairwise tests are adjusted together)."""
     if correction == "none":
         return "uncorrected for multiple comparisons (one planned comparison),"
-    return "Holm's correction over the column's pairwise tests, adjusted"
+    return f"Holm's correction over the {family}'s pairwise tests, adjusted"
 
 
 def _label(name: str) -> str:
