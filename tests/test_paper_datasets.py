@@ -113,3 +113,12 @@ def test_pdf_without_main_tex_is_refused_before_anything_is_written(grid_dir, tm
     assert proc.returncode != 0 and "main.tex: not found" in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert not out.exists() or not any(out.rglob("*"))
+
+
+def test_correction_none_is_named_for_a_planned_comparison(grid_dir, tmp_path):
+    build([grid_dir], tmp_path, tables_only=True, correction="none")
+    table = (tmp_path / "tables" / "dq_cross_corpus.tex").read_text()
+    assert "uncorrected for multiple comparisons (one planned comparison)" in table
+    rows = [r for r in csv.DictReader(open(tmp_path / "tables" / "dq_significance.csv"))]
+    assert {r["correction"] for r in rows} == {"none"} and all(r["p_adjusted"] == r["p_value"] for r in rows)
+    assert "--correction none" in table.splitlines()[0]  # the command that rebuilds it
