@@ -35,7 +35,7 @@ from research.generate import generate_batch
 from research.io import atomic_write_text
 
 NAME = "generation"
-VERSION = 1
+VERSION = 2  # 2: word tokens rejoined by research.tokenizers.detokenize (clitics, WikiText joins, case)
 
 #: Openings in the style of TinyStories (Eldan & Li 2023), the children's stories most cells
 #: train on; short and common-word only, so word-level vocabularies cover them.
