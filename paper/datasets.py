@@ -186,8 +186,9 @@ def cross_corpus_matrix(grid: GridRecord, out_dir: Path) -> str | None:
                 continue
             s = stats.summarize(values)
             text = f"{s.mean:.2f}" + (f"\n±{s.std:.2f}" if s.std is not None else "")
-            if cells[(cf, name)]["unk"] > 0:
-                text += f"\nunk {cells[(cf, name)]['unk']:.0%}"
+            unk = cells[(cf, name)]["unk"]
+            if unk > 0:
+                text += f"\nunk {unk:.0%}" if unk >= 0.005 else "\nunk <1%"
             ax.text(j, i, text, ha="center", va="center", fontsize=6,
                     color="white" if s.mean > middle else "black")
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
