@@ -83,6 +83,8 @@ def build(grid_dirs: list[Path], out: Path, alpha: float = ALPHA, spread: str = 
         for fn, what in () if tables_only else ((figures.loss_curves, "loss curves"),
                                                  (figures.per_position, "per-position loss"),
                                                  (datasets.cross_corpus_matrix, "train corpus against eval corpus")):
+            if fn is datasets.cross_corpus_matrix and not any("cross_corpus" in c.evals for c in grid.cells):
+                continue  # not a dataset-quality grid: nothing to say about a missing matrix
             stem = fn(grid, figures_dir)
             (made if stem else skipped).append((stem, f"{what} ({grid.name})",
                                                 None if stem else _why(fn, grid)))
