@@ -305,7 +305,9 @@ def write_samples(model, tokenizer, cfg, path: Path) -> None:
         ids = tokenizer.encode(prompt) if prompt else []
         for i in range(e.samples):
             out = generate(model, ids, e.sample_tokens, tokenizer.eot_id, e.temperature, e.top_k, e.top_p, gen)
-            lines.append({"prompt": prompt, "sample": i, "text": tokenizer.decode(out), "tokens": len(out)})
+            # generate stops at (and drops) end-of-text, so a sample shorter than the limit ended there
+            lines.append({"prompt": prompt, "sample": i, "text": tokenizer.display(out, e.detokenize),
+                          "tokens": len(out), "stopped_at_eot": len(out) < e.sample_tokens})
     import json
 
     atomic_write_text(path, "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines))

@@ -7,7 +7,9 @@ end-of-text token or after `max_tokens` new tokens. The prompt set is the cell's
 story openings below; an explicit `prompts` option replaces both.
 
 Text is the tokenizer's own decoding of prompt + completion ids, so word-level models come out
-detokenised (punctuation re-attached, sentences capitalised: research.tokenizers.word.detokenize).
+detokenised (punctuation and clitics re-attached, sentence capitals restored where the corpus was
+lower-cased: research.tokenizers.detokenize), unless `eval.detokenize: false`. The judge and
+novelty evals read these texts.
 Every sample goes to `<cell>/samples/generation.jsonl` as {prompt, sample, completion, text,
 n_tokens, stopped_at_eot}; `text` is the whole story (prompt included).
 
@@ -33,7 +35,7 @@ from research.generate import generate_batch
 from research.io import atomic_write_text
 
 NAME = "generation"
-VERSION = 1
+VERSION = 2  # 2: word tokens rejoined by research.tokenizers.detokenize (clitics, WikiText joins, case)
 
 #: Openings in the style of TinyStories (Eldan & Li 2023), the children's stories most cells
 #: train on; short and common-word only, so word-level vocabularies cover them.
@@ -83,12 +85,12 @@ def generate_samples(ctx: EvalContext, options: dict | None = None) -> list[dict
     records = []
     for prompt in prompt_set(ctx, opts):
         prompt_ids = list(tok.encode(prompt)) if prompt else []
-        shown_prompt = tok.decode(prompt_ids)
+        shown_prompt = tok.display(prompt_ids, e.detokenize)
         for i, (out, stopped) in enumerate(generate_batch(ctx.model, prompt_ids, n, max_tokens, tok.eot_id,
                                                           temperature, top_k, top_p, gen)):
-            text = tok.decode(prompt_ids + out)
+            text = tok.display(prompt_ids + out, e.detokenize)
             # the completion as it reads inside the story (a word model capitalises only sentence starts)
-            completion = text[len(shown_prompt):] if text.startswith(shown_prompt) else tok.decode(out)
+            completion = text[len(shown_prompt):] if text.startswith(shown_prompt) else tok.display(out, e.detokenize)
             records.append({"prompt": prompt, "sample": i, "completion": completion, "text": text,
                             "n_tokens": len(out), "stopped_at_eot": stopped})
     return records

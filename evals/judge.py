@@ -5,9 +5,16 @@ asks for a short assessment, then grades for grammar, creativity, consistency wi
 and whether the plot makes sense (each 1-10), and a guess of the writer's age group (A: 3 or
 under, B: 4-5, C: 6-7, D: 8-9, E: 10-12, F: 13-16). The paper asks in two chat turns with free
 text grades; here the same rubric is asked in one turn as a JSON object
-(`response_format={"type": "json_object"}`) and every answer is validated strictly: integer scores
-in 1..10 and one of the six letters. A garbled or out-of-range answer is asked again and, when
-the retries run out, recorded as failed; a grade is never guessed from a partial answer.
+(`response_format={"type": "json_object"}`) and every answer is validated: integer scores in 1..10
+and one of the six age groups. Chat models often write an unambiguous answer in another form; these
+are accepted and the form is recorded (`Grade.normalized`, kept in the cache entry and counted in
+`details.normalized`): a score as a string ("7") or out of ten ("7/10"), a whole number written
+as a float (7.0), a lower-case letter ("a"), the option as the prompt lists it ("A: 3 or under")
+or its text alone ("3 or under"). Anything else is refused: fractional or out-of-range scores,
+another denominator ("7/5"), a letter that contradicts its text ("B: 3 or under"), two options.
+A refused answer is asked again in the same conversation: the model's answer, then a message
+saying exactly what was wrong with it. When the retries run out the story is recorded as failed;
+a grade is never guessed from a partial answer.
 
 Stories come from the cell's `samples/generation.jsonl` (the generation eval: prompt, completion,
 text) or else `samples/samples.jsonl` (written after training: prompt, sample, text, tokens, where
@@ -28,9 +35,10 @@ Retry-After, both capped at `max_wait` seconds. Other client errors (401 bad key
 model, 400) are the user's to fix and stop the eval at once.
 
 Grades are cached in `<cache_dir>/judge/<sha256>.json`, keyed by the judge model, the rubric
-version (VERSION, which names the prompt file `prompts/judge_v<VERSION>.txt`; bump it when the
-prompt changes), the temperature and the full judge message (so the story's beginning and
-completion), so a re-run asks nothing again. Only valid grades are cached.
+version (RUBRIC_VERSION, which names the prompt file `prompts/judge_v<RUBRIC_VERSION>.txt`; bump it
+when the prompt changes), the temperature and the full judge message (so the story's beginning and
+completion), so a re-run asks nothing again. Only valid grades are cached, in canonical form, with
+the normalisation their answer needed under `normalized`.
 
 Metrics: the mean of each score over the graded stories (unit: points on the 1-10 scale, higher is
 better) with its standard error in `stderr`, `n_graded` and `n_failed` (stories). `details` holds
@@ -47,6 +55,7 @@ import logging
 import math
 import os
 import random
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -64,7 +73,10 @@ from research.io import atomic_write_json
 log = logging.getLogger(__name__)
 
 NAME = "judge"
-VERSION = 1  # the rubric version: the prompt is prompts/judge_v{VERSION}.txt
+#: 2: unambiguous answer forms are accepted and normalised; a refused answer is asked again with the reason
+VERSION = 2
+#: the prompt (prompts/judge_v{RUBRIC_VERSION}.txt); it keys the cache, so it changes only with the prompt
+RUBRIC_VERSION = 1
 SCORES = ("grammar", "creativity", "consistency", "plot")
 AGE_GROUPS = {"A": "3 or under", "B": "4-5", "C": "6-7", "D": "8-9", "E": "10-12", "F": "13-16"}
 STORY_FILES = ("generation.jsonl", "samples.jsonl")  # preferred first
@@ -118,6 +130,8 @@ class Grade:
     plot: int
     age_group: str
     assessment: str = ""
+    #: field -> how an answer that was not in the canonical form was read (empty when none was needed)
+    normalized: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -146,7 +160,7 @@ class InvalidAnswer(ValueError):
     """The judge's answer is not the JSON object the rubric asks for."""
 
 
-def prompt_template(version: int = VERSION) -> Template:
+def prompt_template(version: int = RUBRIC_VERSION) -> Template:
     text = resources.files("evals").joinpath("prompts", f"judge_v{version}.txt").read_text(encoding="utf-8")
     return Template(text)
 
@@ -155,8 +169,64 @@ def judge_message(template: Template, story: Story) -> str:
     return template.substitute(beginning=story.prompt, completion=story.completion)
 
 
+_SCORE_TEXT = re.compile(r"^\s*(\d+)\s*(?:/\s*(\d+)\s*)?$")
+_LETTER_TEXT = re.compile(r"^\s*([A-Fa-f])\s*[:.)]\s*(.+?)\s*\.?\s*$")
+
+
+def _option_text(text: str) -> str:
+    """Option text compared loosely: case, spaces and the kind of dash do not matter."""
+    return re.sub(r"\s+", " ", text.replace("\u2013", "-").replace("\u2014", "-")).strip().lower()
+
+
+_AGE_BY_TEXT = {_option_text(t): letter for letter, t in AGE_GROUPS.items()}
+
+
+def read_score(key: str, value) -> tuple[int, str | None]:
+    """A 1-10 score and how it was normalised (None: already an integer)."""
+    why = f"{key} must be an integer from 1 to 10, got {value!r}"
+    if isinstance(value, bool):
+        raise InvalidAnswer(why)
+    if isinstance(value, int):
+        if not 1 <= value <= 10:
+            raise InvalidAnswer(why)
+        return value, None
+    if isinstance(value, float) and value.is_integer() and 1 <= value <= 10:
+        return int(value), f"whole number written as a float ({value!r})"
+    if isinstance(value, str):
+        m = _SCORE_TEXT.match(value)
+        if m and (m.group(2) is None or m.group(2) == "10") and 1 <= int(m.group(1)) <= 10:
+            form = "score out of ten" if m.group(2) else "score as a string"
+            return int(m.group(1)), f"{form} ({value!r})"
+        raise InvalidAnswer(f"{why}: write a bare number such as 7")
+    raise InvalidAnswer(why)
+
+
+def read_age_group(value) -> tuple[str, str | None]:
+    """One of the letters A-F and how it was normalised (None: already a capital letter)."""
+    choices = "; ".join(f"{k}: {v}" for k, v in AGE_GROUPS.items())
+    why = f"age_group must be one of A, B, C, D, E, F ({choices}), got {value!r}"
+    if not isinstance(value, str):
+        raise InvalidAnswer(why)
+    if value in AGE_GROUPS:
+        return value, None
+    bare = value.strip()
+    if bare.upper() in AGE_GROUPS and len(bare) == 1:
+        return bare.upper(), f"lower-case letter ({value!r})"
+    m = _LETTER_TEXT.match(bare)
+    if m:
+        letter, text = m.group(1).upper(), _option_text(m.group(2))
+        if _AGE_BY_TEXT.get(text) == letter:
+            return letter, f"letter with its option text ({value!r})"
+        raise InvalidAnswer(f"{why}: the letter {letter} does not go with '{m.group(2)}'; answer with the letter only")
+    letter = _AGE_BY_TEXT.get(_option_text(bare.rstrip(".")))
+    if letter is not None:
+        return letter, f"option text without its letter ({value!r})"
+    raise InvalidAnswer(f"{why}: answer with one letter only")
+
+
 def parse_grade(content: str | None) -> Grade:
-    """The grade in a JSON answer, or InvalidAnswer saying what is wrong (nothing is coerced)."""
+    """The grade in a JSON answer, or InvalidAnswer saying what is wrong. Unambiguous non-canonical
+    forms are read and recorded in `Grade.normalized`; nothing is guessed."""
     if not content or not content.strip():
         raise InvalidAnswer("empty answer")
     try:
@@ -165,17 +235,26 @@ def parse_grade(content: str | None) -> Grade:
         raise InvalidAnswer(f"not JSON ({e.msg} at char {e.pos})") from None
     if not isinstance(obj, dict):
         raise InvalidAnswer(f"expected a JSON object, got {type(obj).__name__}")
-    scores = {}
+    scores, normalized = {}, {}
     for key in SCORES:
-        value = obj.get(key)
-        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 10:
-            raise InvalidAnswer(f"{key} must be an integer from 1 to 10, got {value!r}")
-        scores[key] = value
-    age = obj.get("age_group")
-    if age not in AGE_GROUPS:
-        raise InvalidAnswer(f"age_group must be one of {', '.join(AGE_GROUPS)}, got {age!r}")
+        if key not in obj:
+            raise InvalidAnswer(f"{key} is missing: give it as an integer from 1 to 10")
+        scores[key], how = read_score(key, obj[key])
+        if how:
+            normalized[key] = how
+    age, how = read_age_group(obj.get("age_group"))
+    if how:
+        normalized["age_group"] = how
     assessment = obj.get("assessment", "")
-    return Grade(**scores, age_group=age, assessment=assessment if isinstance(assessment, str) else "")
+    return Grade(**scores, age_group=age, assessment=assessment if isinstance(assessment, str) else "",
+                 normalized=normalized)
+
+
+def retry_message(reason: str) -> str:
+    """What the model is told after an answer that could not be used."""
+    return (f"Your answer could not be used: {reason}. Answer again with one JSON object and nothing else, "
+            'with exactly the keys "assessment", "grammar", "creativity", "consistency", "plot" (each an '
+            'integer from 1 to 10) and "age_group" (one letter, A to F).')
 
 
 def read_stories(cell_dir: Path) -> tuple[Path, list[Story]]:
@@ -205,7 +284,8 @@ def read_stories(cell_dir: Path) -> tuple[Path, list[Story]]:
 
 
 def cache_key(opts: JudgeOptions, message: str) -> str:
-    ident = {"model": opts.model, "rubric_version": VERSION, "temperature": opts.temperature, "message": message}
+    ident = {"model": opts.model, "rubric_version": RUBRIC_VERSION, "temperature": opts.temperature,
+             "message": message}
     return hashlib.sha256(json.dumps(ident, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
 
 
@@ -272,6 +352,7 @@ class Judge:
         import openai
 
         reason, asked = "not asked", None
+        messages = [{"role": "user", "content": message}]
         for attempt in range(self.opts.max_retries + 1):
             if self.stop.is_set():
                 return Outcome(None, attempt, "stopped after an unrecoverable error")
@@ -280,7 +361,7 @@ class Judge:
             asked = None
             try:
                 response = self.client.chat.completions.create(
-                    model=self.opts.model, messages=[{"role": "user", "content": message}],
+                    model=self.opts.model, messages=messages,
                     temperature=self.opts.temperature, response_format={"type": "json_object"})
             except (json.JSONDecodeError, openai.APIResponseValidationError):
                 reason = "invalid answer: the response body is not a chat completion"
@@ -302,13 +383,18 @@ class Judge:
                 raise ConfigError(f"{NAME}: the judge server answered HTTP {status} ({hint}): "
                                   f"{(self.redact(str(e.message)).splitlines() or [''])[0][:300]}") from None
             self.usage.add(getattr(response, "usage", None))
+            content = None
             try:
                 choices = getattr(response, "choices", None)
                 if not choices:
                     raise InvalidAnswer("no choices in the response")
-                return Outcome(parse_grade(choices[0].message.content), attempt + 1)
+                content = choices[0].message.content
+                return Outcome(parse_grade(content), attempt + 1)
             except (InvalidAnswer, AttributeError, TypeError) as e:
                 reason = f"invalid answer: {e}"
+                if isinstance(e, InvalidAnswer) and isinstance(content, str):  # it answered: say what was wrong
+                    messages = [messages[0], {"role": "assistant", "content": content},
+                                {"role": "user", "content": retry_message(str(e))}]
         return Outcome(None, self.opts.max_retries + 1, f"{reason} (after {self.opts.max_retries + 1} attempts)")
 
 
@@ -316,7 +402,10 @@ def load_cached(path: Path) -> Grade | None:
     if not path.exists():
         return None
     try:
-        return parse_grade(json.dumps(json.loads(path.read_text(encoding="utf-8"))["grade"]))
+        entry = json.loads(path.read_text(encoding="utf-8"))
+        grade = parse_grade(json.dumps(entry["grade"]))  # stored in canonical form
+        grade.normalized = dict(entry.get("normalized") or {})
+        return grade
     except (OSError, ValueError, KeyError, TypeError) as e:
         log.warning("judge: ignoring unreadable cache entry %s (%s)", path, e)
         return None
@@ -333,9 +422,12 @@ def grade_stories(judge: Judge, stories: list[Story], template: Template, cache:
             return Outcome(cached, 0, cached=True)
         outcome = judge.ask(message)
         if outcome.grade is not None and path is not None:
-            atomic_write_json(path, {"judge_model": opts.model, "rubric_version": VERSION,
+            grade = asdict(outcome.grade)
+            normalized = grade.pop("normalized")
+            atomic_write_json(path, {"judge_model": opts.model, "rubric_version": RUBRIC_VERSION,
                                      "temperature": opts.temperature, "prompt": story.prompt,
-                                     "completion": story.completion, "grade": asdict(outcome.grade)})
+                                     "completion": story.completion, "grade": grade,
+                                     "normalized": normalized})
         return outcome
 
     with ThreadPoolExecutor(max_workers=opts.workers) as pool:
@@ -345,6 +437,16 @@ def grade_stories(judge: Judge, stories: list[Story], template: Template, cache:
         except BaseException:
             judge.stop.set()  # the others give up at their next attempt
             raise
+
+
+def normalization_counts(grades: list[Grade]) -> dict[str, int]:
+    """How many graded answers needed each kind of normalisation, per field ('age_group: lower-case letter')."""
+    counts: dict[str, int] = {}
+    for g in grades:
+        for key, how in g.normalized.items():
+            kind = f"{key}: {how.split(' (', 1)[0]}"
+            counts[kind] = counts.get(kind, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def mean_stderr(values: list[int]) -> tuple[float, float | None]:
@@ -359,8 +461,8 @@ def mean_stderr(values: list[int]) -> tuple[float, float | None]:
 def evaluate(ctx: EvalContext, options: dict) -> EvalResult:
     opts = build(JudgeOptions, options or {}, f"eval.options.{NAME}")
     details: dict = {"judge_model": opts.model, "base_url": public_url(opts.base_url) or "openai default",
-                     "temperature": opts.temperature, "rubric_version": VERSION,
-                     "prompt_file": f"evals/prompts/judge_v{VERSION}.txt",
+                     "temperature": opts.temperature, "rubric_version": RUBRIC_VERSION,
+                     "prompt_file": f"evals/prompts/judge_v{RUBRIC_VERSION}.txt",
                      "score_unit": "points on the 1-10 scale, higher is better"}
     api_key = os.environ.get(opts.api_key_env, "")
     if not api_key:
@@ -384,7 +486,8 @@ def evaluate(ctx: EvalContext, options: dict) -> EvalResult:
     details.update(n_stories=len(stories), n_cached=sum(o.cached for o in outcomes),
                    attempts=sum(o.attempts for o in outcomes), usage=judge.usage.to_dict(),
                    failures=failures[:MAX_FAILURES_KEPT],
-                   age_groups={g: sum(x.age_group == g for x in graded) for g in AGE_GROUPS})
+                   age_groups={g: sum(x.age_group == g for x in graded) for g in AGE_GROUPS},
+                   normalized=normalization_counts(graded))
     if not graded:
         return EvalResult(NAME, VERSION, status="failed", details=details,
                           reason=f"no story could be graded ({len(stories)} failed; first: {failures[0]['reason']})")

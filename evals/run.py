@@ -50,6 +50,10 @@ def check_eval_config(cfg, where: str = "") -> None:
         if key not in EVALS:
             raise ConfigError(f"{where}eval.options.{key}: unknown eval '{key}'{did_you_mean(key, EVALS.names())} "
                               f"(valid: {', '.join(EVALS.names())})")
+    for key in dict.fromkeys([*cfg.tasks, *cfg.options]):
+        check = getattr(importlib.import_module(resolve(key)[0].__module__), "check_options", None)
+        if check is not None:  # an eval whose options name files or data configs checks them now
+            check(dict(cfg.options.get(key) or {}), where)
 
 
 def run_evals(ctx: EvalContext, names: list[str], options: dict | None = None) -> list[EvalResult]:

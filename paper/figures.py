@@ -21,6 +21,10 @@ from matplotlib.ticker import FormatStrFormatter  # noqa: E402
 from paper.collect import GridRecord, read_curve, read_per_position  # noqa: E402
 
 SAMPLE_SENTENCE = "Once upon a time, there was a little girl named Lily. She liked to play."
+#: figure stem -> a sentence (LaTeX) its caption adds: what the figure left out, or found worth saying
+NOTES: dict[str, str] = {}
+#: parameter counts within this relative range of each other are "matched"; plotting against them says nothing
+MATCHED_PARAMS = 0.05
 
 
 
@@ -100,7 +104,11 @@ def loss_curves(grid: GridRecord, out_dir: Path) -> str | None:
     bottom = legend_below(fig, handles, labels)
     fig.suptitle(f"{grid.name}: mean over seeds, shaded: min to max over seeds", fontsize=8)
     fig.tight_layout(rect=(0, bottom, 1, 1))
-    return save(fig, out_dir, f"{grid.name}_loss_curves")
+    from paper.convergence import still_falling
+
+    stem = f"{grid.name}_loss_curves"
+    NOTES[stem] = still_falling(grid)
+    return save(fig, out_dir, stem)
 
 
 PER_POSITION_STEPS = 3  # training points drawn: the first record after initialisation, the middle, the last
@@ -189,14 +197,15 @@ def training_flops(cell) -> float | None:
 
 
 def _size_axis(ax) -> None:
-    """Log scale when the sizes span more than a factor of 3, and counts written 40k, 1.2M, 3G."""
-    from matplotlib.ticker import EngFormatter, MaxNLocator
+    """Log scale when the sizes span more than a decade (else linear), counts written 40k, 1.2M, 3G."""
+    from matplotlib.ticker import EngFormatter, LogLocator, MaxNLocator
 
     lo, hi = ax.dataLim.intervalx
-    if lo > 0 and hi / lo > 3:
+    if lo > 0 and hi / lo > 10:  # at least a decade: 1-2-5 ticks, so several fall inside the data
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
         ax.xaxis.set_minor_formatter(plt.NullFormatter())
-    else:
+    else:  # within a decade a log axis may hold no major tick at all, hence no label: linear
         ax.xaxis.set_major_locator(MaxNLocator(4))
     ax.xaxis.set_major_formatter(EngFormatter(sep=""))
     ax.margins(x=0.08)
@@ -214,13 +223,22 @@ def bpb_vs_size(grids: list[GridRecord], out_dir: Path) -> str | None:
                 series.append((_prefixed(grids, grid, config), cells))
     if not series:
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(7.2, 3.4), sharey=True)
+    stem = "bpb_vs_params_and_flops"
+    params = [float(np.mean([c.metrics["params"] for c in cells])) for _, cells in series]
+    matched = len(series) > 1 and (max(params) - min(params)) <= MATCHED_PARAMS * float(np.mean(params))
+    NOTES[stem] = (f"Parameters are not drawn: every configuration has {_count(min(params))}--"
+                   f"{_count(max(params))} parameters (matched within {MATCHED_PARAMS:.0%}), so bits per byte "
+                   "against parameters would show no trend.").replace("%", "\\%") if matched else ""
+    fig, axes = plt.subplots(1, 1 if matched else 2, figsize=(4.4 if matched else 7.2, 3.4), sharey=True,
+                             squeeze=False)
+    axes = axes[0]
+    panels = ["flops"] if matched else ["params", "flops"]
     markers = "osD^vP*Xh<>"
     for i, (label, cells) in enumerate(series):
         color, marker = f"C{i % 10}", markers[(i // 10) % len(markers)]
         ys = np.array([c.metrics["val_bpb"] for c in cells])
-        for ax, xs in ((axes[0], [float(c.metrics["params"]) for c in cells]),
-                       (axes[1], [training_flops(c) for c in cells])):
+        for ax, panel in zip(axes, panels):
+            xs = [float(c.metrics["params"]) if panel == "params" else training_flops(c) for c in cells]
             if any(x is None for x in xs):
                 continue
             ax.scatter(xs, ys, s=9, color=color, alpha=0.45, lw=0, marker=marker)
@@ -240,14 +258,21 @@ def bpb_vs_size(grids: list[GridRecord], out_dir: Path) -> str | None:
     if far:
         axes[0].text(0.01, 0.01, "grammar entropy (floor): " + ", ".join(f"{f:.3f}" for f in far) + " bpb, below",
                      transform=axes[0].transAxes, fontsize=6, color="0.4")
-    axes[0].set_xlabel("parameters (unique)")
-    axes[1].set_xlabel("training FLOPs (FLOPs/token x training tokens)")
+    for ax, panel in zip(axes, panels):
+        ax.set_xlabel("parameters (unique)" if panel == "params" else "training FLOPs (FLOPs/token x training tokens)")
     axes[0].set_ylabel("validation bits per byte")
     handles, labels = axes[0].get_legend_handles_labels()
     bottom = legend_below(fig, handles, labels, fontsize=6)
     fig.suptitle("small points: seeds; large markers: mean over seeds", fontsize=8)
     fig.tight_layout(rect=(0, bottom, 1, 1))
-    return save(fig, out_dir, "bpb_vs_params_and_flops")
+    return save(fig, out_dir, stem)
+
+
+def _count(value: float) -> str:
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= scale:
+            return f"{value / scale:.1f}{suffix}"
+    return f"{value:.0f}"
 
 
 def attention_figure(grids: list[GridRecord], out_dir: Path) -> str | None:

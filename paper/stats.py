@@ -5,7 +5,12 @@ scipy's: a paired t-test (`scipy.stats.ttest_rel`) when the two configurations r
 (seed k fixes the data order, so seed k of one row pairs with seed k of the other), Welch's
 t-test (`scipy.stats.ttest_ind(equal_var=False)`) otherwise; both two-sided. Rows with fewer than
 two seeds cannot be tested, so nothing in their column is bold, and the reason is returned for the
-caption. Nothing is corrected for multiple comparisons; the level is the caller's (default 0.05).
+caption. The level is the caller's (default 0.05).
+
+A table of k rows invites k(k-1)/2 comparisons per column, so by default the p-values of a column
+are adjusted together with Holm's step-down method (Holm 1979), which keeps the family-wise error
+rate at the level without assuming independence; `correction="none"` keeps raw p-values, for one
+comparison planned in advance.
 """
 
 from __future__ import annotations
@@ -20,6 +25,30 @@ from scipy import stats as sps
 
 ALPHA = 0.05
 TESTS = {"paired": "paired t-test", "welch": "Welch's t-test"}
+CORRECTIONS = {"holm": "Holm-corrected over the column's pairwise tests", "none": "uncorrected"}
+DEFAULT_CORRECTION = "holm"
+
+
+def holm(pvalues: list[float]) -> list[float]:
+    """Holm's step-down adjusted p-values, in the input's order: the i-th smallest of m p-values is
+    multiplied by (m - i + 1), made non-decreasing along that order, and capped at 1. A p-value that
+    is nan (an undefined test) stays nan and is not counted in m."""
+    order = sorted((p, i) for i, p in enumerate(pvalues) if not math.isnan(p))
+    m = len(order)
+    out = [float("nan")] * len(pvalues)
+    running = 0.0
+    for rank, (p, i) in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p))
+        out[i] = running
+    return out
+
+
+def adjust(pvalues: list[float], correction: str) -> list[float]:
+    if correction == "none":
+        return list(pvalues)
+    if correction == "holm":
+        return holm(pvalues)
+    raise ValueError(f"unknown correction '{correction}' (valid: {', '.join(CORRECTIONS)})")
 
 
 @dataclass(frozen=True)
@@ -75,9 +104,24 @@ class Verdict:
     tests: set[str]  # the tests used for the decision
 
 
-def best_rows(rows: dict[str, dict[int, float]], better: str, alpha: float = ALPHA, digits: int = 12) -> Verdict:
+def column_tests(rows: dict[str, dict[int, float]], correction: str = DEFAULT_CORRECTION
+                 ) -> dict[tuple[str, str], tuple[Comparison | None, float]]:
+    """Every pair of rows with seeds tested: (a, b) -> (comparison, p adjusted over the column's family)."""
+    pairs = list(combinations([r for r, v in rows.items() if v], 2))
+    comps = [compare(rows[a], rows[b]) for a, b in pairs]
+    tested = [i for i, c in enumerate(comps) if c is not None]
+    adjusted = adjust([comps[i].p for i in tested], correction)
+    out = {pair: (c, float("nan")) for pair, c in zip(pairs, comps)}
+    for i, p in zip(tested, adjusted):
+        out[pairs[i]] = (comps[i], p)
+    return out
+
+
+def best_rows(rows: dict[str, dict[int, float]], better: str, alpha: float = ALPHA, digits: int = 12,
+              correction: str = DEFAULT_CORRECTION) -> Verdict:
     """The rows whose mean is best (equal at `digits` decimals: a tie) when each of them is
-    significantly better than every other row; otherwise no row, with the reason."""
+    significantly better than every other row (p adjusted over all the column's pairwise tests by
+    `correction`); otherwise no row, with the reason."""
     rows = {r: v for r, v in rows.items() if v}
     if len(rows) < 2:
         return Verdict(set(), None, set())
@@ -88,12 +132,13 @@ def best_rows(rows: dict[str, dict[int, float]], better: str, alpha: float = ALP
     sign = 1 if better == "high" else -1
     top_value = round(max(sign * m for m in means.values()), digits)
     top = {r for r, m in means.items() if round(sign * m, digits) == top_value}
+    tested = column_tests(rows, correction)
     tests, beaten_by_all = set(), True
     for t in sorted(top):
         for o in sorted(set(rows) - top):
-            c = compare(rows[t], rows[o])
+            c, p = tested.get((t, o)) or tested[(o, t)]
             tests.add(c.test)
-            if not (significant(c, alpha) and sign * (means[t] - means[o]) > 0):
+            if not (not math.isnan(p) and p < alpha and sign * (means[t] - means[o]) > 0):
                 beaten_by_all = False
     if not beaten_by_all:
         return Verdict(set(), "the best is not significantly better than every other row", tests)
@@ -102,18 +147,20 @@ def best_rows(rows: dict[str, dict[int, float]], better: str, alpha: float = ALP
     return Verdict(top, None, tests)
 
 
-def pairwise(rows: dict[str, dict[int, float]], metric: str, better: str | None, alpha: float = ALPHA) -> list[dict]:
-    """Every pair of rows tested, one dict per pair (the significance CSV's rows)."""
+def pairwise(rows: dict[str, dict[int, float]], metric: str, better: str | None, alpha: float = ALPHA,
+             correction: str = DEFAULT_CORRECTION) -> list[dict]:
+    """Every pair of rows tested, one dict per pair (the significance CSV's rows): raw p, and p
+    adjusted over the column's family; `significant` is judged on the adjusted p."""
     out = []
-    for a, b in combinations([r for r, v in rows.items() if v], 2):
+    for (a, b), (c, p_adj) in column_tests(rows, correction).items():
         sa, sb = summarize(list(rows[a].values())), summarize(list(rows[b].values()))
-        c = compare(rows[a], rows[b])
         out.append({
             "metric": metric, "better": better or "", "row_a": a, "row_b": b, "n_a": sa.n, "n_b": sb.n,
             "mean_a": _num(sa.mean), "mean_b": _num(sb.mean), "std_a": _num(sa.std), "std_b": _num(sb.std),
             "test": TESTS[c.test] if c else "none (fewer than 2 seeds)",
             "statistic": _num(c.statistic) if c else "", "p_value": _num(c.p) if c else "",
-            "alpha": alpha, "significant": significant(c, alpha),
+            "correction": correction, "p_adjusted": _num(p_adj) if c else "",
+            "alpha": alpha, "significant": c is not None and not math.isnan(p_adj) and p_adj < alpha,
         })
     return out
 

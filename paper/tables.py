@@ -105,6 +105,8 @@ class TableOptions:
     spread: str = "std"
     mixed: dict = field(default_factory=dict)  # row label -> why its cells should not be averaged (allowed)
     provenance_file: str = ""  # named in the caption
+    correction: str = stats.DEFAULT_CORRECTION  # family-wise correction of the bold rule (paper.stats.CORRECTIONS)
+    notes: tuple[str, ...] = ()  # sentences appended to the caption (LaTeX), e.g. that training had not converged
 
 
 def count(value: float) -> str:
@@ -149,11 +151,11 @@ def results_table(grid: GridRecord, opts: TableOptions | None = None) -> tuple[s
         rows = {name: per_seed[(name, col.header)] for name in configs}
         if col.better is None:
             continue
-        verdict = stats.best_rows(rows, col.better, opts.alpha, col.digits)
+        verdict = stats.best_rows(rows, col.better, opts.alpha, col.digits, opts.correction)
         bold[col.header], tests = verdict.bold, tests | verdict.tests
         if verdict.why_none:
             unbold.setdefault(verdict.why_none, []).append(col.header)
-        significance += stats.pairwise(rows, col.keys[0], col.better, opts.alpha)
+        significance += stats.pairwise(rows, col.keys[0], col.better, opts.alpha, opts.correction)
 
     notes: dict[str, str] = {}  # reason -> mark
     table_rows = []
@@ -214,15 +216,24 @@ def caption(grid: GridRecord, opts: TableOptions, tests: set[str], unbold: dict[
             r"over $n$ seeds. Perplexity is per token; bpb is bits per UTF-8 byte of the validation text; "
             r"FLOPs/tok are training FLOPs per token. "
             f"Bold: best, and significantly better than every other row ({test.replace('t-test', '$t$-test')}, "
-            f"two-sided, $p < {opts.alpha:g}$); pairwise $p$-values in "
-            f"\\texttt{{{latex_escape(grid.name)}\\_significance.csv}}.")
+            f"two-sided, {correction_text(opts.correction)} $p < {opts.alpha:g}$); raw and adjusted pairwise "
+            f"$p$-values in \\texttt{{{latex_escape(grid.name)}\\_significance.csv}}.")
     for why, cols in unbold.items():
         text += f" Nothing bold in {', '.join(cols)}: {latex_escape(why)}."
+    text += "".join(f" {note}" for note in opts.notes)
     if opts.mixed:
         text += (r" Rows marked $^\dagger$ average cells of different code versions or configs "
                  f"(built with \\texttt{{-{{}}-allow-mixed}}; see "
                  f"\\texttt{{{latex_escape(opts.provenance_file)}}}).")
     return text
+
+
+def correction_text(correction: str, family: str = "column") -> str:
+    """How the caption names the family-wise correction of the bold rule (`family`: the table's line
+    whose pairwise tests are adjusted together)."""
+    if correction == "none":
+        return "uncorrected for multiple comparisons (one planned comparison),"
+    return f"Holm's correction over the {family}'s pairwise tests, adjusted"
 
 
 def _label(name: str) -> str:

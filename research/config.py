@@ -161,6 +161,9 @@ class EvalConfig:
     temperature: float = ranged(0.8, ge=0)
     top_k: int | None = ranged(50, ge=1)
     top_p: float | None = ranged(None, gt=0, le=1)
+    # word tokenizers: samples rejoined as English prose (research.tokenizers.detokenize); false: tokens
+    # joined by spaces. Char and BPE tokenizers decode exactly either way.
+    detokenize: bool = True
     # "" = unconditional, from end-of-text
     prompts: list[str] = ranged(factory=lambda: [""], free="any text is a prompt; '' samples from end-of-text")
     # loss at each context position, recorded during training (<cell>/per_position.json):

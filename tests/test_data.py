@@ -132,6 +132,22 @@ def test_cleaning_counts_what_it_changed(tmp_path):
     assert json.dumps(counts)  # serialisable, recorded with each cell
     flat = json.dumps(counts)
     assert "incomplete" in flat
+    # per step: documents changed or dropped, and the characters involved
+    both = {k: counts["train"].get(k, 0) + counts["val"].get(k, 0) for k in ("encoding_repaired", "normalized",
+            "encoding_repaired_chars", "normalized_chars", "dropped_incomplete", "dropped_incomplete_chars")}
+    assert both["encoding_repaired"] == 5 and both["encoding_repaired_chars"] == 5 * 2  # "Ã©" -> "é"
+    assert both["normalized"] == 5 and both["normalized_chars"] == 5 * 2  # "e" + combining accent -> "é"
+    assert both["dropped_incomplete"] == 5 and both["dropped_incomplete_chars"] == 5 * len("A story that stops mid")
+    assert counts["train"]["chars_in"] > counts["train"]["chars_out"] > 0
+
+
+def test_changed_chars_is_the_differing_span():
+    from research.data.cleaning import changed_chars
+
+    assert changed_chars("abc", "abc") == 0
+    assert changed_chars("xCafÃ©y", "xCaféy") == 2
+    assert changed_chars("aaa", "aa") == 1
+    assert changed_chars("", "ab") == 2
 
 
 # -- token cache and batches -----------------------------------------------------------------------

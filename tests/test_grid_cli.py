@@ -155,8 +155,12 @@ def test_every_shipped_grid_validates(name):
 
     from ablations.grid import load_grid
     from research.models import build_model
+    from tests.conftest import SHARED_DATA
 
-    grid = load_grid(REPO / "ablations" / "grids" / name)
+    path = REPO / "ablations" / "grids" / name
+    if "../shared/data" in path.read_text() and not SHARED_DATA.exists():
+        pytest.skip(f"{name} reads the local copies in ../shared/data, not present here")
+    grid = load_grid(path)
     assert grid.cells
     models = {repr(cell.config.model): cell.config.model for cell in grid.cells}  # seeds share a model
     for config in models.values():

@@ -87,7 +87,8 @@ def test_equal_within_noise_is_not_bold(grid_dir, tmp_path):
     table = (tmp_path / "tables" / "ptest_results.tex").read_text()
     assert "\\textbf" not in table
     assert "Nothing bold in Val PPL, Val bpb: the best is not significantly better than every other row" in table
-    assert "paired $t$-test over seeds, two-sided, $p < 0.05$" in table
+    assert ("paired $t$-test over seeds, two-sided, Holm's correction over the column's pairwise tests, adjusted "
+            "$p < 0.05$") in table
     rows = list(csv.DictReader(open(tmp_path / "tables" / "ptest_significance.csv")))
     assert len(rows) == 2 * 6  # val_ppl and val_bpb, every pair of the 4 configurations with results
     a, b = _bpbs(grid_dir, "learned", "0.003"), _bpbs(grid_dir, "sinusoidal", "0.003")
@@ -99,7 +100,16 @@ def test_equal_within_noise_is_not_bold(grid_dir, tmp_path):
     assert float(row["p_value"]) > 0.05 and row["significant"] == "False"
     worse = next(r for r in rows if r["metric"] == "val_bpb" and r["row_a"] == "pos=learned, lr=0.003"
                  and r["row_b"] == "pos=learned, lr=1e-05")
-    assert float(worse["p_value"]) < 0.05 and worse["significant"] == "True"
+    assert float(worse["p_adjusted"]) < 0.05 and worse["significant"] == "True"
+    # Holm over the column's 6 pairs, recomputed by hand: sorted raw p times (m - rank), made monotone
+    bpb = [r for r in rows if r["metric"] == "val_bpb"]
+    raw = sorted((float(r["p_value"]), i) for i, r in enumerate(bpb))
+    running, expected = 0.0, {}
+    for rank, (p, i) in enumerate(raw):
+        running = max(running, min(1.0, (len(raw) - rank) * p))
+        expected[i] = running
+    assert [float(r["p_adjusted"]) for r in bpb] == pytest.approx([expected[i] for i in range(len(bpb))], rel=1e-4)
+    assert {r["correction"] for r in rows} == {"holm"}
 
 
 def test_clearly_better_is_bold(grid_dir, tmp_path):

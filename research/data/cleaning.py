@@ -49,30 +49,55 @@ def is_complete(doc: str) -> bool:
     return bool(_SENTENCE_END.search(doc))
 
 
+def changed_chars(before: str, after: str) -> int:
+    """Characters in the span where two versions of a document differ (after the common prefix and
+    suffix): the size of an edit without the cost of a full diff."""
+    if before == after:
+        return 0
+    n = min(len(before), len(after))
+    head = next((i for i in range(n) if before[i] != after[i]), n)
+    tail = 0
+    while tail < n - head and before[-1 - tail] == after[-1 - tail]:
+        tail += 1
+    return max(len(before), len(after)) - head - tail
+
+
 def clean_docs(docs: list[str], cfg, vocab: set[str] | None = None) -> tuple[list[str], dict]:
-    counts: Counter[str] = Counter(docs_in=len(docs))
+    """The cleaned documents and, per step, the documents it changed or dropped (`<step>`) and
+    the characters involved (`<step>_chars`: the changed span, or the whole dropped document)."""
+    counts: Counter[str] = Counter(docs_in=len(docs), chars_in=sum(map(len, docs)))
     out = []
+
+    def step(name: str, before: str, after: str) -> None:
+        counts[name] += after != before
+        counts[f"{name}_chars"] += changed_chars(before, after)
+
+    def drop(name: str, doc: str) -> None:
+        counts[name] += 1
+        counts[f"{name}_chars"] += len(doc)
+
     for doc in docs:
         if cfg.fix_encoding:
             fixed = fix_mojibake(doc)
-            counts["encoding_repaired"] += fixed != doc
+            step("encoding_repaired", doc, fixed)
             doc = fixed
         if cfg.normalize != "none":
             norm = unicodedata.normalize(cfg.normalize, doc)
-            counts["normalized"] += norm != doc
+            step("normalized", doc, norm)
             doc = norm
         doc = doc.strip()
         if len(doc) < cfg.min_chars:
-            counts["dropped_short"] += 1
+            drop("dropped_short", doc)
             continue
         if cfg.drop_incomplete and not is_complete(doc):
-            counts["dropped_incomplete"] += 1
+            drop("dropped_incomplete", doc)
             continue
         if vocab is not None and any(w.lower() not in vocab for w in _WORD.findall(doc)):
-            counts["dropped_vocab"] += 1
+            drop("dropped_vocab", doc)
             continue
         out.append(doc)
     counts["docs_out"] = len(out)
+    counts["chars_out"] = sum(map(len, out))
     return out, dict(counts)
 
 

@@ -30,6 +30,11 @@ class Tokenizer:
     def decode(self, ids) -> str:
         raise NotImplementedError
 
+    def display(self, ids, detokenize: bool = True) -> str:
+        """Text for people and text evals; only word tokenizers join differently without `detokenize`
+        (`eval.detokenize`)."""
+        return self.decode(ids)
+
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         return [self.encode(t) for t in texts]
 

@@ -1,8 +1,9 @@
 """Word tokenizer: words and punctuation marks, most frequent first, rarer ones mapped to <unk>.
 
 Pre-tokenised corpora (PTB, WikiText) keep their own tokens: text is split on whitespace and
-punctuation is split off words, so "dog." and "dog ." give the same ids. Decoding re-attaches
-punctuation and capitalises sentences so generated text reads like prose.
+punctuation is split off words, so "dog." and "dog ." give the same ids. Decoding rejoins the
+tokens as English prose (research.tokenizers.detokenize), restoring sentence capitals where the
+corpus was lower-cased; `display(ids, detokenize=False)` gives the tokens joined by spaces.
 """
 
 from __future__ import annotations
@@ -13,37 +14,11 @@ from collections import Counter
 from pathlib import Path
 
 from research.tokenizers.base import EOT, UNK, Tokenizer
+from research.tokenizers.detokenize import detokenize, lower_cased
 
 # A token is a run of word characters (with inner apostrophes/hyphens), an <angle> token such as
 # PTB's <unk>, or a single punctuation mark.
 TOKEN_RE = re.compile(r"<[a-z]+>|\w+(?:['’\-]\w+)*|[^\w\s]")
-NO_SPACE_BEFORE = set(".,!?;:%)]}'’”")
-NO_SPACE_AFTER = set("([{$“")
-
-
-def detokenize(tokens: list[str]) -> str:
-    """Join word tokens into prose: no space before closing punctuation, capital after a stop."""
-    out: list[str] = []
-    capital = True
-    quote_open = False
-    for tok in tokens:
-        word = tok
-        if capital and word[:1].isalpha():
-            word = word[:1].upper() + word[1:]
-            capital = False
-        if tok == '"':
-            attach = quote_open  # closing quote hugs the previous word
-            if quote_open:  # '"Hi!" said Tom': a stop inside a quote does not end the sentence
-                capital = False
-            quote_open = not quote_open
-        else:
-            attach = tok in NO_SPACE_BEFORE or (tok.startswith("'") and len(tok) > 1)
-        if out and not attach and not (out[-1] in NO_SPACE_AFTER or (out[-1] == '"' and quote_open and tok != '"')):
-            out.append(" ")
-        out.append(word)
-        if tok in {".", "!", "?"}:
-            capital = True
-    return "".join(out)
 
 
 class WordTokenizer(Tokenizer):
@@ -57,6 +32,8 @@ class WordTokenizer(Tokenizer):
         self.stoi = {w: i for i, w in enumerate(self.itos)}
         self.eot_id, self.unk_id = 0, 1
         self.vocab_size = len(self.itos)
+        # sentence capitals are restored only where the corpus had none to keep
+        self.restore_case = lowercase or lower_cased(self.words)
 
     def split(self, text: str) -> list[str]:
         text = text.lower() if self.lowercase else text
@@ -79,7 +56,12 @@ class WordTokenizer(Tokenizer):
         return [get(w, unk) for w in self.split(text)]
 
     def decode(self, ids) -> str:
-        return detokenize([self.itos[i] for i in ids if i != self.eot_id])
+        return detokenize([self.itos[i] for i in ids if i != self.eot_id], self.restore_case)
+
+    def display(self, ids, detokenize: bool = True) -> str:
+        if detokenize:
+            return self.decode(ids)
+        return " ".join(self.itos[i] for i in ids if i != self.eot_id)
 
     def state(self) -> dict:
         return {"words": self.words, "lowercase": self.lowercase, "split": self.split_mode}

@@ -116,3 +116,33 @@ def test_evals_run_on_a_trained_cell(tmp_path):
     result = json.loads((cell / "evals" / "novelty.json").read_text())
     assert result["status"] == "ok" and result["details"]["stories_from"] == "samples/generation.jsonl"
     assert list((tmp_path / "res" / "_cache" / "embeddings").glob("*.npy"))
+
+
+def test_samples_after_training_stop_at_end_of_text_and_say_so(tmp_path):
+    from ablations.train_cell import write_samples
+
+    tok = WordTokenizer(["the", "cat", "sat", "'s", "."], split="whitespace")
+    ids = tok.stoi
+    model = chain_model(tok.vocab_size, {tok.eot_id: ids["the"], ids["the"]: ids["cat"], ids["cat"]: ids["'s"],
+                                         ids["'s"]: ids["."], ids["."]: tok.eot_id})
+    cfg = RunConfig.from_dict({"eval": {"samples": 1, "sample_tokens": 10, "prompts": ["", "cat"]}})
+    write_samples(model, tok, cfg, tmp_path / "s.jsonl")
+    rows = [json.loads(line) for line in (tmp_path / "s.jsonl").read_text().splitlines()]
+    assert rows[0] == {"prompt": "", "sample": 0, "text": "The cat's.", "tokens": 4, "stopped_at_eot": True}
+    assert rows[1]["text"] == "'s." and rows[1]["stopped_at_eot"]
+    short = RunConfig.from_dict({"eval": {"samples": 1, "sample_tokens": 2, "prompts": [""], "detokenize": False}})
+    write_samples(model, tok, short, tmp_path / "t.jsonl")
+    row = json.loads((tmp_path / "t.jsonl").read_text())
+    assert row["text"] == "the cat" and not row["stopped_at_eot"]  # cut by the limit, tokens joined raw
+
+
+def test_the_shared_generate_function_stops_at_end_of_text():
+    """research.generate.generate (the web app's sampler): the story ends at end-of-text, which is
+    neither returned nor streamed, whatever the token limit."""
+    tok = CharTokenizer(list("ab"))
+    a, b = tok.stoi["a"], tok.stoi["b"]
+    model = chain_model(tok.vocab_size, {tok.eot_id: a, a: b, b: tok.eot_id})
+    streamed = []
+    out = generate(model, [], 50, tok.eot_id, temperature=1.0, generator=torch.Generator().manual_seed(0),
+                   stream=streamed.append)
+    assert out == [a, b] == streamed and tok.decode(out) == "ab"

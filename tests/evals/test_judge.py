@@ -59,18 +59,44 @@ def files_containing(root, needle: str) -> list:
     ("", "empty"),
     ("Grammar: 8/10", "not JSON"),
     ("[1, 2]", "JSON object"),
-    (grade_json(grammar="7"), "grammar must be an integer"),
+    (grade_json(grammar="7.5"), "grammar must be an integer"),
+    (grade_json(grammar="7/5"), "grammar must be an integer"),
+    (grade_json(grammar="11/10"), "grammar must be an integer"),
+    (grade_json(grammar="seven"), "grammar must be an integer"),
     (grade_json(creativity=7.5), "creativity must be an integer"),
     (grade_json(consistency=True), "consistency must be an integer"),
     (grade_json(plot=0), "plot must be an integer from 1 to 10"),
     (grade_json(grammar=11), "grammar must be an integer from 1 to 10"),
     (json.dumps({"grammar": 5, "creativity": 5, "consistency": 5, "age_group": "A"}), "plot"),
     (grade_json(age_group="G"), "age_group must be one of A, B, C, D, E, F"),
-    (grade_json(age_group="c"), "age_group"),
+    (grade_json(age_group="B: 3 or under"), "the letter B does not go with '3 or under'"),
+    (grade_json(age_group="A or B"), "age_group must be one of"),
+    (grade_json(age_group="4"), "age_group must be one of"),
+    (grade_json(age_group="G: 17-20"), "age_group must be one of"),
+    (grade_json(age_group=1), "age_group must be one of"),
 ])
 def test_parse_grade_rejects_anything_but_the_rubric(content, why):
     with pytest.raises(ValueError, match=why):
         parse_grade(content)
+
+
+@pytest.mark.parametrize("field, value, read, how", [
+    ("age_group", "A", "A", None),
+    ("age_group", "a", "A", "lower-case letter"),
+    ("age_group", "A: 3 or under", "A", "letter with its option text"),
+    ("age_group", "d) 8–9", "D", "letter with its option text"),
+    ("age_group", "3 or under", "A", "option text without its letter"),
+    ("age_group", "10-12", "E", "option text without its letter"),
+    ("grammar", 7, 7, None),
+    ("grammar", "7", 7, "score as a string"),
+    ("grammar", "7/10", 7, "score out of ten"),
+    ("grammar", " 10 / 10 ", 10, "score out of ten"),
+    ("grammar", 7.0, 7, "whole number written as a float"),
+])
+def test_parse_grade_accepts_unambiguous_forms_and_says_how_it_read_them(field, value, read, how):
+    g = parse_grade(grade_json(**{field: value}))
+    assert getattr(g, field) == read
+    assert g.normalized == ({field: f"{how} ({value!r})"} if how else {})
 
 
 def test_parse_grade_reads_the_rubric():
@@ -99,6 +125,7 @@ def test_valid_answers_give_means_stderr_usage_and_the_request_is_as_configured(
     d = result.details
     assert d["usage"] == {"responses": 2, "prompt_tokens": 100, "completion_tokens": 40, "total_tokens": 140}
     assert (d["judge_model"], d["temperature"], d["rubric_version"]) == ("judge-x", 0.5, 1)
+    assert d["normalized"] == {}
     assert d["base_url"] == server.base_url and d["age_groups"]["C"] == 2
     body = server.requests[0]
     assert body["model"] == "judge-x" and body["temperature"] == 0.5
@@ -161,6 +188,37 @@ def test_a_garbled_answer_is_asked_again(cell):
     with JudgeServer([garbage()]) as server:
         result = evaluate(cell, options(server, limit=1))
     assert result.status == "ok" and len(server.requests) == 2 and result.metrics["grammar"] == 8
+
+
+def test_an_answer_in_the_prompts_own_option_form_is_graded_at_once_and_the_form_cached(cell):
+    """A server that answers as chat models often do: the option as listed, the score out of ten."""
+    with JudgeServer(default=ok(age_group="A: 3 or under", grammar="7/10")) as server:
+        result = evaluate(cell, options(server))
+    assert result.status == "ok" and result.n == 2 and len(server.requests) == 2  # no retry
+    assert result.metrics["grammar"] == 7 and result.details["age_groups"]["A"] == 2
+    assert result.details["normalized"] == {"age_group: letter with its option text": 2,
+                                            "grammar: score out of ten": 2}
+    entry = json.loads(next((cell.cache_dir / "judge").glob("*.json")).read_text())
+    assert entry["grade"]["age_group"] == "A" and entry["grade"]["grammar"] == 7  # canonical
+    assert entry["normalized"] == {"age_group": "letter with its option text ('A: 3 or under')",
+                                   "grammar": "score out of ten ('7/10')"}
+    with JudgeServer() as server:  # read back from the cache with its normalisation
+        again = evaluate(cell, options(server))
+    assert len(server.requests) == 0 and again.details["normalized"] == result.details["normalized"]
+
+
+def test_the_retry_tells_the_model_exactly_what_was_wrong(cell):
+    refused = grade_json(age_group="B: 3 or under")
+    with JudgeServer([Reply(content=refused)]) as server:
+        result = evaluate(cell, options(server, limit=1))
+    assert result.status == "ok" and len(server.requests) == 2
+    first, second = server.requests[0]["messages"], server.requests[1]["messages"]
+    assert len(first) == 1 and second[0] == first[0]
+    assert second[1] == {"role": "assistant", "content": refused}
+    assert second[2]["role"] == "user"
+    assert "age_group must be one of A, B, C, D, E, F" in second[2]["content"]
+    assert "got 'B: 3 or under'" in second[2]["content"]
+    assert "the letter B does not go with '3 or under'" in second[2]["content"]
 
 
 @pytest.mark.parametrize("reply", [
