@@ -20,5 +20,6 @@ EVALS = Registry(
         "novelty": "evals.novelty:evaluate",
         "per_position": "evals.per_position:evaluate",
         "lm_eval": "evals.lm_eval:evaluate",
+        "knowledge": "evals.knowledge:evaluate",
     },
 )

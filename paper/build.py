@@ -24,6 +24,7 @@ from pathlib import Path
 
 from paper import figures
 from paper.collect import GridRecord, load_grid_dir
+from paper.knowledge import knowledge_vs_params
 from paper.provenance import ALLOW_FLAG, check_rows, generated_header, provenance
 from paper.stats import ALPHA
 from paper.tables import SPREADS, TableOptions, latex_escape, results_table, setup_table
@@ -80,6 +81,8 @@ def build(grid_dirs: list[Path], out: Path, alpha: float = ALPHA, spread: str = 
         (figures.novelty_vs_perplexity, "novelty against perplexity", "no cell ran the novelty eval"),
         (figures.bpb_vs_size, "validation bits per byte against parameters and training FLOPs", "no finished cell"),
         (figures.attention_figure, "attention maps", "no finished cell has an attention model"),
+        (knowledge_vs_params, "knowledge eval scores against parameters (mean over seeds, bars: lowest to "
+         "highest seed; dotted: chance)", "no cell ran the knowledge eval"),
     ):
         stem = fn(grids, figures_dir)
         (made if stem else skipped).append((stem, what, None if stem else why))
