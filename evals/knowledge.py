@@ -16,8 +16,9 @@ trained or held-out person x town, pet, food):
 - `multihop_open_held_out`: the same for held-out people with both facts (friend, friend's
   attribute) in the context.
 
-`stderr` is the binomial standard error of each share. Options: `seed` (contexts' distractors
-and the counterfactual values; the same for every cell of a grid).
+`stderr` is the binomial standard error of each share. Options: `seed` (contexts' distractors,
+the counterfactual values and the `limit` sample; the same for every cell of a grid) and `limit`
+(questions per set, a seeded sample; None: all).
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from evals.base import EvalContext, EvalResult
-from evals.scoring import binomial_stderr, encode_pair, score_token_pairs
+from evals.scoring import binomial_stderr, encode_pair, score_token_pairs, seeded_subset
 from research.config import build
 from research.data import facts
+from research.errors import ConfigError
 
 NAME = "knowledge"
 VERSION = 1
@@ -38,6 +40,7 @@ VERSION = 1
 @dataclass
 class KnowledgeOptions:
     seed: int = 1234
+    limit: int | None = None  # questions per set: a seeded sample (the same for every cell); None: all
 
 
 def probe_sets(data_cfg, seed: int) -> dict[str, list[facts.Probe]]:
@@ -72,7 +75,10 @@ def evaluate(ctx: EvalContext, options: dict) -> EvalResult:
     if data.source != "facts":
         return EvalResult(NAME, VERSION, status="skipped", reason="needs data.source: facts")
     metrics, stderr, n = {}, {}, 0
+    if opts.limit is not None and opts.limit < 1:
+        raise ConfigError(f"eval.options.{NAME}.limit: must be >= 1 (or null for every question), got {opts.limit}")
     for name, probes in probe_sets(data, opts.seed).items():
+        probes = [probes[i] for i in seeded_subset(len(probes), opts.limit, opts.seed)]
         pred = predictions(ctx.model, ctx.tokenizer, probes, ctx.device)
         answers = np.array([p.answer for p in probes])
         if name == "counterfactual":
