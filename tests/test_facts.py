@@ -191,3 +191,25 @@ def test_teacher_must_be_a_finished_cell(tmp_path):
         RunConfig.from_dict({"train": {"forget": {"weight": 1.0}}})
     with pytest.raises(Exception, match=r"^train.forget.weight: "):
         RunConfig.from_dict({"data": FACTS, "train": {"forget": {"weight": 0}}})
+
+
+def test_a_cell_trains_with_spans_forgetting_and_the_knowledge_eval(tmp_path):
+    """The real runner and Lightning Trainer: masked loss, the forgetting term, the eval's table row."""
+    from ablations.run import main
+    from research.errors import run_main
+    from tests.helpers import write_grid
+
+    grid = write_grid(tmp_path / "g.yaml", name="rk", grid={"train.forget": [{"weight": 1.0, "probes": 2}]},
+                      data={**FACTS, "facts_in": "context"},
+                      model={"arch": "gpt", "n_layer": 1, "n_head": 2, "n_embd": 16, "block_size": 96},
+                      train={"max_steps": 4, "batch_size": 2, "eval_every": 4, "eval_batches": 1, "log_every": 2,
+                             "warmup_steps": 1, "loss_on": "continuation"},
+                      eval={"samples": 0, "per_position_every": 0, "tasks": ["knowledge"],
+                            "options": {"knowledge": {"limit": 2}}})
+    assert run_main(main, [str(grid), "--results-dir", str(tmp_path / "r")]) == 0
+    (cell,) = [p for p in (tmp_path / "r" / "rk").iterdir() if (p / "DONE").exists()]
+    result = json.loads((cell / "evals" / "knowledge.json").read_text())
+    assert result["status"] == "ok" and result["n"] == 12 and result["version"] == 1
+    assert set(result["metrics"]) == {"closed_book", "open_book_trained", "open_book_held_out", "counterfactual_follow",
+                                      "counterfactual_recall", "multihop_closed", "multihop_open_held_out"}
+    assert "train/forget" in (cell / "metrics.csv").read_text().splitlines()[0]
