@@ -213,3 +213,27 @@ def test_a_cell_trains_with_spans_forgetting_and_the_knowledge_eval(tmp_path):
     assert set(result["metrics"]) == {"closed_book", "open_book_trained", "open_book_held_out", "counterfactual_follow",
                                       "counterfactual_recall", "multihop_closed", "multihop_open_held_out"}
     assert "train/forget" in (cell / "metrics.csv").read_text().splitlines()[0]
+
+
+def test_knowledge_figure_draws_one_line_per_setting(tmp_path, monkeypatch):
+    from paper import knowledge
+    from paper.collect import CellRecord, GridRecord
+
+    cells = []
+    for regime in ("weights", "context"):
+        for width, params in ((16, 9000), (32, 30000)):
+            for seed in (0, 1):
+                metrics = {"params": params, **{k: 0.1 * seed + (0.5 if regime == "context" else 0.1)
+                                                for k, _ in knowledge.SCORES}}
+                cells.append(CellRecord("rk", f"{regime}{width}s{seed}", "", seed, "done", metrics,
+                                        axes={"model.n_embd": width, "data.facts_in": regime}))
+    grid = GridRecord("rk", tmp_path, ["model.n_embd", "data.facts_in"], "", cells)
+    drawn = []
+    real = knowledge.plt.Axes.errorbar
+    monkeypatch.setattr(knowledge.plt.Axes, "errorbar",
+                        lambda ax, x, y, **kw: drawn.append((tuple(x), tuple(y))) or real(ax, x, y, **kw))
+    assert knowledge.knowledge_vs_params([grid], tmp_path) == "knowledge_vs_params"
+    assert (tmp_path / "knowledge_vs_params.png").exists()
+    assert len(drawn) == 2 * 4  # two settings x four panels, each over the two sizes
+    assert drawn[0][0] == (9000.0, 30000.0) and drawn[0][1] == pytest.approx((0.15, 0.15))  # mean of seeds
+    assert knowledge.knowledge_vs_params([GridRecord("rk", tmp_path, [], "", [])], tmp_path) is None
