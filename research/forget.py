@@ -72,21 +72,24 @@ class ForgetTerm:
         if teacher is not None:
             opened = facts.open_book(world, world.trained, data_cfg.facts, seed=seed + 7)
             self.open = [probe_pairs(tokenizer, p) for p in opened]
-        self.rng = random.Random(seed)
+        self.seed = seed
 
     def _distribution(self, model, probes: list, device) -> torch.Tensor:
         k = len(probes[0])
         flat = [pair for probe in probes for pair in probe]
         return F.log_softmax(candidate_logprobs(model, flat, device).view(len(probes), k), dim=-1)
 
-    def __call__(self, model) -> torch.Tensor:
+    def __call__(self, model, step: int = 0) -> torch.Tensor:
+        """The term at training step `step`: its questions are a function of (seed, step), so a
+        resumed run draws what an uninterrupted one would."""
         device = next(model.parameters()).device
-        picked = self.rng.sample(self.closed, min(self.n, len(self.closed)))
+        rng = random.Random(self.seed * 1_000_003 + step)
+        picked = rng.sample(self.closed, min(self.n, len(self.closed)))
         logp = self._distribution(model, picked, device)
         # KL(U || p) = -log K - mean_k log p_k
         loss = (-math.log(logp.size(-1)) - logp.mean(-1)).mean()
         if self.teacher is not None:
-            picked = self.rng.sample(self.open, min(self.n, len(self.open)))
+            picked = rng.sample(self.open, min(self.n, len(self.open)))
             self.teacher.to(device)
             with torch.no_grad():
                 target = self._distribution(self.teacher, picked, device)

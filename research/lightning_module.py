@@ -80,7 +80,7 @@ class LMModule(L.LightningModule):
         else:  # a third item is the scored mask (train.loss_on: continuation)
             loss = self._train_loss(*batch)
         if self.forget is not None:
-            term = self.forget(self.model)
+            term = self.forget(self.model, self.global_step)
             if (self.global_step + 1) % self.cfg.train.log_every == 0:
                 self.log("train/forget", term, on_step=True)
             loss = loss + term
