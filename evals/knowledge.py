@@ -29,9 +29,9 @@ import numpy as np
 
 from evals.base import EvalContext, EvalResult
 from evals.scoring import binomial_stderr, encode_pair, score_token_pairs, seeded_subset
+from research.checks import ranged
 from research.config import build
 from research.data import facts
-from research.errors import ConfigError
 
 NAME = "knowledge"
 VERSION = 1
@@ -39,8 +39,8 @@ VERSION = 1
 
 @dataclass
 class KnowledgeOptions:
-    seed: int = 1234
-    limit: int | None = None  # questions per set: a seeded sample (the same for every cell); None: all
+    seed: int = ranged(1234, free="any integer seeds the contexts and the sample")
+    limit: int | None = ranged(None, ge=1)  # questions per set: a seeded sample (the same for every cell); None: all
 
 
 def probe_sets(data_cfg, seed: int) -> dict[str, list[facts.Probe]]:
@@ -75,8 +75,6 @@ def evaluate(ctx: EvalContext, options: dict) -> EvalResult:
     if data.source != "facts":
         return EvalResult(NAME, VERSION, status="skipped", reason="needs data.source: facts")
     metrics, stderr, n = {}, {}, 0
-    if opts.limit is not None and opts.limit < 1:
-        raise ConfigError(f"eval.options.{NAME}.limit: must be >= 1 (or null for every question), got {opts.limit}")
     for name, probes in probe_sets(data, opts.seed).items():
         probes = [probes[i] for i in seeded_subset(len(probes), opts.limit, opts.seed)]
         pred = predictions(ctx.model, ctx.tokenizer, probes, ctx.device)

@@ -10,7 +10,6 @@ import re
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from research.config import RunConfig
 from research.data import facts
@@ -38,9 +37,7 @@ def test_held_out_people_appear_in_no_training_document(facts_in):
     assert held and not held & _names_in(text)
     assert {p.name for p in world.trained} <= _names_in(text)
     # every character of a held-out question is one the char tokenizer learns from training text
-    from research.data.spans import plain as unmark
-
-    chars = set(unmark("".join(corpus.train)))
+    chars = set(plain("".join(corpus.train)))
     probes = facts.open_book(world, world.held_out, cfg.facts, seed=3, hop=True)
     assert set("".join(p.prompt + "".join(p.candidates) for p in probes)) <= chars
 
@@ -238,3 +235,22 @@ def test_knowledge_figure_draws_one_line_per_setting(tmp_path, monkeypatch):
     assert len(drawn) == 2 * 4  # two settings x four panels, each over the two sizes
     assert drawn[0][0] == (9000.0, 30000.0) and drawn[0][1] == pytest.approx((0.15, 0.15))  # mean of seeds
     assert knowledge.knowledge_vs_params([GridRecord("rk", tmp_path, [], "", [])], tmp_path) is None
+
+
+def test_the_teacher_is_a_frozen_finished_cell_with_the_same_tokenizer(tmp_path):
+    from research.errors import ConfigError
+    from research.forget import load_teacher
+    from research.tokenizers.char import CharTokenizer
+    from tests.helpers import store_untrained_cell
+
+    raw = {"data": {**FACTS, "facts_in": "weights"}, "tokenizer": {"kind": "char"},
+           "model": {"arch": "gpt", "n_layer": 1, "n_head": 2, "n_embd": 16, "block_size": 96}}
+    cell_dir, _, tok, _ = store_untrained_cell(tmp_path, raw)
+    cfg = RunConfig.from_dict({**raw, "train": {"forget": {"teacher": str(cell_dir)}}})
+    with pytest.raises(ConfigError, match="is not a finished cell folder"):
+        load_teacher(cfg, tok)
+    (cell_dir / "DONE").write_text("done\n")
+    teacher = load_teacher(cfg, tok)
+    assert not any(p.requires_grad for p in teacher.parameters())
+    with pytest.raises(ConfigError, match="has another tokenizer"):
+        load_teacher(cfg, CharTokenizer(list("abc")))
