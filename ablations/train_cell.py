@@ -31,6 +31,7 @@ from research.config import RunConfig
 from research.csv_log import ResumableCSVLogger
 from research.data.batches import ContiguousStreams, RandomWindows, fixed_windows
 from research.data.tokens import TokenData, prepare_tokens
+from research.errors import ConfigError
 from research.evaluation import split_loss
 from research.io import atomic_write_text
 from research.lightning_module import LMModule
@@ -199,10 +200,18 @@ def fit_module(module: LMModule, tokens: TokenData, cfg, seq_len: int, cell_dir:
     if module.recurrent:
         data = ContiguousStreams(train, t.batch_size, seq_len, start_step=start)
     else:  # batch k is a function of (seed, k): a resumed run sees the batches an uninterrupted one would
-        data = RandomWindows(train, t.batch_size, seq_len, seed=t.seed, start_step=start)
+        scored = tokens.scored.get("train") if t.loss_on == "continuation" else None
+        data = RandomWindows(train, t.batch_size, seq_len, seed=t.seed, start_step=start, scored=scored)
     val = fixed_windows(tokens.splits["val"], t.eval_batches, t.batch_size, seq_len)
     if module.recurrent:  # validation windows are independent: no carried state
         val = [(x, y, True) for x, y in val]
+    if t.loss_on == "continuation" and module.recurrent and "train" in tokens.scored:
+        raise ConfigError("train.loss_on: continuation is for window-trained models; recurrent models read "
+                          "contiguous streams (set train.loss_on: all)")
+    if t.forget is not None and module.forget is None:
+        from research.forget import build_forget
+
+        module.forget = build_forget(cfg, tokens.tokenizer)
     tokens_per_step = t.batch_size * seq_len
     throughput = Throughput(tokens_per_step, t.log_every, started)
     callbacks: list = [throughput]

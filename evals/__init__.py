@@ -21,5 +21,6 @@ EVALS = Registry(
         "per_position": "evals.per_position:evaluate",
         "lm_eval": "evals.lm_eval:evaluate",
         "cross_corpus": "evals.cross_corpus:evaluate",
+        "knowledge": "evals.knowledge:evaluate",
     },
 )

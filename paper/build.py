@@ -29,6 +29,7 @@ from paper import datasets, figures, studies
 from paper.collect import GridRecord, load_grid_dir
 from paper.convergence import still_falling
 from paper.human import human_table
+from paper.knowledge import knowledge_vs_params
 from paper.provenance import ALLOW_FLAG, check_rows, generated_header, provenance
 from paper.stats import ALPHA, CORRECTIONS, DEFAULT_CORRECTION
 from paper.tables import SPREADS, TableOptions, latex_escape, results_table, setup_table
@@ -96,6 +97,8 @@ def build(grid_dirs: list[Path], out: Path, alpha: float = ALPHA, spread: str = 
         (figures.novelty_vs_perplexity, "novelty against perplexity", "no cell ran the novelty eval"),
         (figures.bpb_vs_size, "validation bits per byte against model size and training FLOPs", "no finished cell"),
         (figures.attention_figure, "attention maps", "no finished cell has an attention model"),
+        (knowledge_vs_params, "knowledge eval scores against parameters (mean over seeds, bars: lowest to "
+         "highest seed; dotted: chance)", "no cell ran the knowledge eval"),
     ):
         stem = fn(grids, figures_dir)
         (made if stem else skipped).append((stem, what, None if stem else why))

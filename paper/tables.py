@@ -44,6 +44,12 @@ COLUMNS = [
     Column("Creat.", ("judge/creativity",), "high", 2, eval="judge"),
     Column("Cons.", ("judge/consistency",), "high", 2, eval="judge"),
     Column("Plot", ("judge/plot",), "high", 2, eval="judge"),
+    Column("Closed", ("knowledge/closed_book",), None, 2, eval="knowledge"),
+    Column("Open tr.", ("knowledge/open_book_trained",), "high", 2, eval="knowledge"),
+    Column("Open h.o.", ("knowledge/open_book_held_out",), "high", 2, eval="knowledge"),
+    Column("CF follow", ("knowledge/counterfactual_follow",), "high", 2, eval="knowledge"),
+    Column("Hop closed", ("knowledge/multihop_closed",), None, 2, eval="knowledge"),
+    Column("Hop open h.o.", ("knowledge/multihop_open_held_out",), "high", 2, eval="knowledge"),
 ]
 
 MARKS = "abcdefghijklmnopqrstuvwxyz"

@@ -130,6 +130,10 @@ def check_runnable(config: Any, where: str) -> None:
         if not (p.is_file() or p.is_dir()):
             raise UserError(f"{where}: data.path '{path}' is not a regular file or a folder; "
                             "point data.path at a text, JSONL or Parquet file or a folder")
+    forget = getattr(config.train, "forget", None)
+    if forget is not None and forget.teacher is not None and not (Path(forget.teacher).expanduser() / "DONE").exists():
+        raise UserError(f"{where}: train.forget.teacher '{forget.teacher}' is not a finished cell folder "
+                        "(results/<grid>/<cell> with DONE); train the teacher's grid first")
     needs = LOGGER_PACKAGES.get(config.train.logger, ())
     if needs and not any(importlib.util.find_spec(m) for m in needs):
         raise UserError(f"{where}: train.logger '{config.train.logger}' needs the package '{needs[0]}': "

@@ -46,6 +46,18 @@ class CleanConfig:
 
 
 @dataclass
+class FactsConfig:
+    """The `facts` source's synthetic world (research.data.facts)."""
+
+    entities: int = ranged(48, ge=2)  # people in training documents
+    held_out: int = ranged(16, ge=2)  # people in no training document (open-book eval only)
+    questions_per_entity: int = ranged(20, ge=1)  # training question documents per trained person
+    multihop_fraction: float = ranged(0.3, ge=0, le=1)  # share of questions about a friend's attribute
+    distractors: int = ranged(2, ge=0)  # facts about other people added to each context
+    seed: int = ranged(0, free=ANY_SEED)
+
+
+@dataclass
 class DataConfig:
     # builtin | file | a preset name (see research.data.sources)
     source: str = ranged("builtin", choices=SOURCES, kind="data source")
@@ -62,6 +74,11 @@ class DataConfig:
     n_docs: int = ranged(4000, ge=2)  # builtin: stories generated (train + held-out)
     grammar_seed: int = ranged(0, free=ANY_SEED)  # builtin: seed of the story sampler
     clean: CleanConfig = field(default_factory=CleanConfig)
+    # JSON Lines field holding a document's unscored context (see train.loss_on); rows without it are plain
+    context_field: str = ranged("context", nonempty=True)
+    # facts source: where the facts live, in other training documents or in each document's context
+    facts_in: Literal["weights", "context"] = "weights"
+    facts: FactsConfig = field(default_factory=FactsConfig)
 
     def validate(self) -> None:
         if self.val_fraction + self.test_fraction >= 1.0:
@@ -105,6 +122,17 @@ class ModelConfig:
 
 
 @dataclass
+class ForgetConfig:
+    """Forgetting what the context provides (research.forget): closed-book answers pushed to uniform."""
+
+    weight: float = ranged(1.0, gt=0)  # multiplies the forgetting term added to the training loss
+    # a finished cell folder (results/<grid>/<cell>, same data and tokenizer): its open-book answer
+    # distributions are kept by a KL term; null: the ordinary loss alone keeps the open-book skill
+    teacher: str | None = ranged(None, nonempty=True)
+    probes: int = ranged(16, ge=1)  # closed-book (and open-book) questions per training step
+
+
+@dataclass
 class TrainConfig:
     max_steps: int = ranged(1000, ge=1)
     batch_size: int = ranged(32, ge=1)
@@ -144,6 +172,9 @@ class TrainConfig:
     num_nodes: int = ranged(1, ge=1)  # multi-node training (DDP/FSDP across nodes)
     # Lightning strategy: auto, ddp, fsdp, ddp_spawn, ...
     strategy: str = ranged("auto", choices=lightning_strategies, kind="strategy")
+    # continuation: documents' context spans (data.facts_in: context, JSON Lines `context`) are not scored
+    loss_on: Literal["all", "continuation"] = "all"
+    forget: ForgetConfig | None = None
 
     def validate(self) -> None:
         if self.schedule != "constant" and self.warmup_steps > self.max_steps:
@@ -202,6 +233,8 @@ class RunConfig:
         if self.train.seq_len is not None and context is not None and self.train.seq_len > context:
             raise ValueError(f"train.seq_len: {self.train.seq_len} is longer than the model's context "
                              f"(model.block_size {context}); lower seq_len or raise block_size")
+        if self.train.forget is not None and self.data.source != "facts":
+            raise ValueError("train.forget: needs data.source: facts (its questions are the closed-book probes)")
 
 
 # --------------------------------------------------------------------------------------------
@@ -237,6 +270,8 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
                 return _coerce(value, arm, path)
             except ConfigError as e:
                 errors.append(e)
+                if isinstance(value, dict) and dataclasses.is_dataclass(arm):
+                    raise  # an optional section given as a mapping: its own key's message is the useful one
         raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
     if tp is type(None):
         if value is None:

@@ -50,15 +50,23 @@ class LMModule(L.LightningModule):
         # and recompile until it falls back to eager (measured: half the throughput at 42M).
         model, loss = self.model, self.loss
 
-        def model_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            return loss(model(x), y)
+        def model_loss(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+            return loss(model(x), y, mask)
 
         self._train_loss = torch.compile(model_loss) if compile_ else model_loss
+        #: train.forget's term (research.forget.ForgetTerm), set by the trainer, which has the tokenizer
+        self.forget = None
 
     # -- loss -----------------------------------------------------------------------------------
     @staticmethod
-    def loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1))
+    def loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean cross-entropy (nats per token) over every target, or over the targets `mask` keeps
+        (train.loss_on: continuation; a batch with none scored gives 0)."""
+        if mask is None:
+            return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1))
+        nats = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1), reduction="none")
+        keep = mask.reshape(-1).to(nats.dtype)
+        return (nats * keep).sum() / keep.sum().clamp(min=1)
 
     def training_step(self, batch, batch_idx):
         if self.recurrent:
@@ -69,9 +77,13 @@ class LMModule(L.LightningModule):
             logits, state = self.model.step(x, self._state, reset)
             self._state = _detach(state)
             loss = self.loss(logits, y)
-        else:
-            x, y = batch
-            loss = self._train_loss(x, y)
+        else:  # a third item is the scored mask (train.loss_on: continuation)
+            loss = self._train_loss(*batch)
+        if self.forget is not None:
+            term = self.forget(self.model, self.global_step)
+            if (self.global_step + 1) % self.cfg.train.log_every == 0:
+                self.log("train/forget", term, on_step=True)
+            loss = loss + term
         # Logged on logging steps only: each self.log call costs about a millisecond of Python,
         # as much as a whole training step of a tiny model.
         if (self.global_step + 1) % self.cfg.train.log_every == 0:

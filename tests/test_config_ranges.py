@@ -24,6 +24,9 @@ def leaves(cls: type, prefix: str) -> list[tuple[str, dataclasses.Field, Any]]:
     out = []
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
+        optional = [a for a in typing.get_args(tp) if dataclasses.is_dataclass(a)]
+        if optional:  # an optional section (train.forget): its own fields
+            tp = optional[0]
         if dataclasses.is_dataclass(tp):
             out += leaves(tp, f"{prefix}.{f.name}")
         else:

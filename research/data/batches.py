@@ -19,17 +19,29 @@ def window_batch(tokens: np.ndarray, offsets: np.ndarray, seq_len: int) -> tuple
     return chunk[:, :-1], chunk[:, 1:]
 
 
+def window_mask(scored: np.ndarray, offsets: np.ndarray, seq_len: int) -> torch.Tensor:
+    """Which targets of each window may be scored (the mask of `window_batch`'s `y`)."""
+    idx = offsets[:, None] + np.arange(1, seq_len + 1)[None, :]  # (B, T): the targets' positions
+    return torch.from_numpy(np.asarray(scored[idx], dtype=bool))
+
+
 class RandomWindows(IterableDataset):
-    def __init__(self, tokens: np.ndarray, batch_size: int, seq_len: int, seed: int, start_step: int = 0):
+    """With `scored` (a mask parallel to `tokens`), batches are (x, y, mask): only targets where the
+    mask is set count in the loss (train.loss_on: continuation)."""
+
+    def __init__(self, tokens: np.ndarray, batch_size: int, seq_len: int, seed: int, start_step: int = 0,
+                 scored: np.ndarray | None = None):
         if len(tokens) <= seq_len + 1:
             raise ValueError(f"the training split has {len(tokens)} tokens, fewer than one window of {seq_len + 1}")
         self.tokens, self.batch_size, self.seq_len = tokens, batch_size, seq_len
-        self.seed, self.start_step = seed, start_step
+        self.seed, self.start_step, self.scored = seed, start_step, scored
 
-    def batch(self, step: int, rank: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch(self, step: int, rank: int = 0) -> tuple[torch.Tensor, ...]:
         rng = np.random.default_rng([self.seed, step] if rank == 0 else [self.seed, step, rank])
         offsets = rng.integers(0, len(self.tokens) - self.seq_len - 1, size=self.batch_size)
-        return window_batch(self.tokens, offsets, self.seq_len)
+        if self.scored is None:
+            return window_batch(self.tokens, offsets, self.seq_len)
+        return (*window_batch(self.tokens, offsets, self.seq_len), window_mask(self.scored, offsets, self.seq_len))
 
     def __iter__(self):
         rank = _rank()  # each data-parallel rank draws its own batches

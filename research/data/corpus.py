@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+#: Marks the end of a document's context span: the text before it is input that
+#: `train.loss_on: continuation` does not score. Tokenization encodes the two parts separately and
+#: drops the mark (research.data.spans), so no model ever sees it. A private-use character: no
+#: corpus text uses it.
+CONTEXT_END = "\ue000"
+
 
 @dataclass
 class Corpus:

@@ -22,6 +22,7 @@ import urllib.request
 from pathlib import Path
 
 from research.data.corpus import Corpus
+from research.data.spans import with_context
 from research.errors import DataError
 from research.registry import Registry
 
@@ -35,6 +36,7 @@ SOURCES = Registry(
         "wikitext2": "research.data.sources:wikitext2",
         "wikitext103": "research.data.sources:wikitext103",
         "tinystories": "research.data.sources:tinystories",
+        "facts": "research.data.facts:facts_corpus",
     },
 )
 
@@ -90,7 +92,7 @@ def read_documents(path: Path, cfg) -> list[str]:
                 raise DataError(f"{path}:{n}: not valid JSON ({e.msg})") from None
             if cfg.text_field not in row:
                 raise DataError(f"{path}:{n}: no field '{cfg.text_field}' (set data.text_field)")
-            docs.append(row[cfg.text_field])
+            docs.append(with_context(row, cfg.text_field, cfg.context_field))
         return docs
     if not cfg.separator:
         return [text]

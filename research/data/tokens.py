@@ -14,7 +14,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +31,8 @@ class TokenData:
     splits: dict[str, np.ndarray]  # name -> flat token stream (memory-mapped), EOT after each doc
     meta: dict
     path: Path
+    #: split -> uint8 mask parallel to its tokens (1: may be scored), for corpora with context spans
+    scored: dict[str, np.ndarray] = field(default_factory=dict)
 
     def bytes_per_token(self, split: str) -> float:
         return self.meta["splits"][split]["bytes"] / max(1, self.meta["splits"][split]["tokens"])
@@ -57,15 +59,18 @@ def open_tokens(folder: Path) -> TokenData:
 
     meta = json.loads((folder / "meta.json").read_text())
     splits = {s: np.load(folder / f"{s}.npy", mmap_mode="r") for s in meta["splits"]}
-    return TokenData(load_tokenizer(folder / "tokenizer"), splits, meta, folder)
+    scored = {s: np.load(folder / f"{s}.scored.npy", mmap_mode="r") for s in meta["splits"]
+              if (folder / f"{s}.scored.npy").exists()}
+    return TokenData(load_tokenizer(folder / "tokenizer"), splits, meta, folder, scored)
 
 
 def _build(data_cfg, tok_cfg, folder: Path) -> None:
     from research.data import load_corpus
+    from research.data.spans import encode_with_spans, has_spans, plain
     from research.tokenizers import train_tokenizer
 
     corpus = load_corpus(data_cfg)
-    tokenizer = train_tokenizer(tok_cfg, corpus.train)
+    tokenizer = train_tokenizer(tok_cfg, [plain(d) for d in corpus.train])
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
     try:
@@ -75,7 +80,12 @@ def _build(data_cfg, tok_cfg, folder: Path) -> None:
             docs = getattr(corpus, name)
             if docs is None:
                 continue
-            ids = tokenizer.encode_docs(docs)
+            if has_spans(docs):  # context spans: tokens plus the mask of which may be scored
+                ids, scored = encode_with_spans(tokenizer, docs)
+                np.save(tmp / f"{name}.scored.npy", scored)
+                docs = [plain(d) for d in docs]
+            else:
+                ids = tokenizer.encode_docs(docs)
             np.save(tmp / f"{name}.npy", ids)
             splits[name] = {
                 "docs": len(docs),
