@@ -235,7 +235,7 @@ class CellJob:
                 say(f"{self.cell_id}: not requeued: it used its {budget} requeue(s) and is at step {saved} of "
                     f"{self.session['max_steps']}; raise resources.time_min or resources.max_requeues, then "
                     "submit the same command again to resume it")
-                return None
+                raise SystemExit(1)  # out of the fit without a failure record: the cell stays resumable
         self.requeues += 1
         if self.session:
             write_requeues(Path(self.session["cell_dir"]).parent, self.cell_id, self.requeues, self.budget)

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 from ablations import records
 from ablations.code_state import git_state
 from ablations.requeue import requeue_job, saved_step, slurm_plugins
-from research.callbacks import ResumableCheckpoint, StopOnSignal, Throughput
+from research.callbacks import ResumableCheckpoint, StopOnSignal, StoppedBySignal, Throughput
 from research.checkpoint import save_weights
 from research.config import RunConfig
 from research.csv_log import ResumableCSVLogger
@@ -213,6 +213,8 @@ def fit_module(module: LMModule, tokens: TokenData, cfg, seq_len: int, cell_dir:
     os.environ["ABLATIONS_CELL"] = name  # for Lightning's DDP launcher: other ranks train this cell
     try:
         trainer.fit(module, loader, val_loader, ckpt_path=resume_from, weights_only=True)
+    except StoppedBySignal:
+        raise KeyboardInterrupt from None  # saved and requeued: stopped before its last step
     finally:
         os.environ.pop("ABLATIONS_CELL", None)
     if trainer.interrupted or trainer.global_step < t.max_steps:  # e.g. stopped by a SLURM requeue signal

@@ -103,18 +103,25 @@ class ResumableCheckpoint(L.Callback):
             os.replace(tmp, self.folder / "last.ckpt")
 
 
+class StoppedBySignal(BaseException):
+    """Raised by `StopOnSignal` to end the fit (a BaseException: no `except Exception` swallows it)."""
+
+
 class StopOnSignal(L.Callback):
-    """On `signum`, save `last.ckpt` at the next step boundary, call `then()` (on rank 0), and stop.
+    """On `signum`, save `last.ckpt` at the next step boundary, call `then()` (on rank 0), and end
+    the fit with `StoppedBySignal` before the following step.
 
     The signal handler only sets a flag: it may run in the middle of a step, where a checkpoint
     would pair the weights with loop counters a step off. Every rank must reach the collective
     save at the same step, so any rank's signal counts for all (one small all-reduce per step
-    when there are several ranks).
+    when there are several ranks). The fit ends at the next batch's start, after the saved step
+    has logged its row and run its validation as an uninterrupted run does: `trainer.should_stop`
+    would instead run an extra validation and log the last train row again under the next step.
     """
 
     def __init__(self, checkpoint: ResumableCheckpoint, then, signum: int = signal.SIGUSR1):
         self.checkpoint, self.then, self.signum = checkpoint, then, signum
-        self.received = False
+        self.received = self.saved = False
         self._previous = None
 
     def _handle(self, signum, frame) -> None:
@@ -130,12 +137,18 @@ class StopOnSignal(L.Callback):
             self._previous = None
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self.saved or trainer.global_step >= trainer.max_steps:  # the last step: let the cell finish
+            return
         if not trainer.strategy.reduce_boolean_decision(self.received, all=False):
             return
         self.checkpoint.save(trainer)
+        self.saved = True
         if trainer.is_global_zero:
             self.then()
-        trainer.should_stop = True
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self.saved:
+            raise StoppedBySignal(f"signal {self.signum} at step {trainer.global_step}")
 
 
 class PerPositionLoss(L.Callback):
