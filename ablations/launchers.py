@@ -24,6 +24,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -171,14 +172,14 @@ class CellJob:
                 ok = run_one(cell, cell_dir, Path(self.results_dir) / "_cache", f"[{runner_name()}]")
             except (KeyboardInterrupt, SystemExit) as e:
                 # KeyboardInterrupt: the fit stopped early (USR1, a signal); SIGTERMException: Lightning's
-                # SIGTERM (scontrol requeue, preemption, scancel); other SystemExit: submitit's requeue (USR2)
+                # SIGTERM (scontrol requeue, preemption, scancel); other SystemExit: submitit's requeue (USR2),
+                # which checkpoint() has reported
                 requeued = requeued_by_slurm()  # then the claim stays with this job: it resumes the cell
-                if requeued:
-                    say(f"{cell.id}: requeued by SLURM before its last step; the job resumes it from its "
-                        "checkpoint when it runs again (nothing to do)")
                 if isinstance(e, SystemExit) and type(e).__name__ != "SIGTERMException":
                     raise
                 if requeued:
+                    say(f"{cell.id}: requeued by SLURM before its last step; the job resumes it from its "
+                        "checkpoint when it runs again (nothing to do)")
                     raise SystemExit(0) from None  # this run ends; SLURM starts the job again
                 raise fail_job(f"{cell.id}: stopped before its last step (cancelled or signalled); "
                                "submit the same command again to resume it from its checkpoint") from None
@@ -239,6 +240,13 @@ class CellJob:
         self.requeues += 1
         if self.session:
             write_requeues(Path(self.session["cell_dir"]).parent, self.cell_id, self.requeues, self.budget)
+        of = UNSIZED_REQUEUES if self.budget is None else self.budget
+        say(f"{self.cell_id}: requeued ({self.requeues} of {of} requeues); the job resumes it from its checkpoint "
+            "when it runs again (nothing to do)")
+        # submitit runs `scontrol requeue` next, and SLURM answers it with SIGTERM to every process of the
+        # job: ignored here (and so by scontrol, which inherits it), or scontrol dies mid-call and
+        # submitit's error would reach the fit as a failure of the cell. submitit exits right after.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         return submitit.helpers.DelayedSubmission(self)
 
 

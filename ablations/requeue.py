@@ -26,6 +26,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -52,7 +53,9 @@ def requeue_job() -> None:
     if job is None or shutil.which("scontrol") is None:
         say("not requeued: not in a SLURM job; submit the same command again to resume the cell")
         return
-    out = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+    # SLURM answers the requeue with SIGTERM to every process of the job, scontrol included: it ignores it
+    out = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_IGN))
     if out.returncode != 0:
         say(f"scontrol requeue {job} failed ({out.stderr.strip()}); submit the same command again to resume the cell")
 
