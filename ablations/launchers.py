@@ -117,6 +117,7 @@ class CellJob:
         self.budget = max_requeues  # None: sized at the first requeue (ablations.requeue.sized_budget)
         self.requeues = 0
         self.session: dict = {}  # this session's cell: where it is and the step it resumed from
+        self.requeueing = False  # checkpoint() has handed submitit this job to requeue
 
     def __call__(self) -> str:
         from ablations.run import quiet_lightning
@@ -169,14 +170,16 @@ class CellJob:
                     return "done"
                 self.session = {"cell_dir": str(cell_dir), "max_steps": cell.config.train.max_steps,
                                 "start_step": saved_step(cell_dir)}
+                self.requeueing = False
                 ok = run_one(cell, cell_dir, Path(self.results_dir) / "_cache", f"[{runner_name()}]")
             except (KeyboardInterrupt, SystemExit) as e:
                 # KeyboardInterrupt: the fit stopped early (USR1, a signal); SIGTERMException: Lightning's
-                # SIGTERM (scontrol requeue, preemption, scancel); other SystemExit: submitit's requeue (USR2),
-                # which checkpoint() has reported
-                requeued = requeued_by_slurm()  # then the claim stays with this job: it resumes the cell
+                # SIGTERM (scontrol requeue, preemption, scancel); other SystemExit: submitit's exit, after
+                # the requeue checkpoint() has reported, or after it refused one
                 if isinstance(e, SystemExit) and type(e).__name__ != "SIGTERMException":
+                    requeued = self.requeueing
                     raise
+                requeued = requeued_by_slurm()  # then the claim stays with this job: it resumes the cell
                 if requeued:
                     say(f"{cell.id}: requeued by SLURM before its last step; the job resumes it from its "
                         "checkpoint when it runs again (nothing to do)")
@@ -247,6 +250,7 @@ class CellJob:
         # job: ignored here (and so by scontrol, which inherits it), or scontrol dies mid-call and
         # submitit's error would reach the fit as a failure of the cell. submitit exits right after.
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        self.requeueing = True  # (the copy submitit pickles resets it when it runs again)
         return submitit.helpers.DelayedSubmission(self)
 
 
