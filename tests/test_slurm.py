@@ -330,14 +330,15 @@ def test_four_sessions_within_the_requeue_budget_then_out_of_it(slurm, tmp_path)
 def rank_pids(job: str, rank: int) -> list[int]:
     """The processes of `job`'s task `rank` (the job's python, started by srun), from /proc."""
     array, _, task = job.partition("_")
+    ids = {"SLURM_ARRAY_JOB_ID": array, "SLURM_ARRAY_TASK_ID": task} if task else {"SLURM_JOB_ID": job}
     found = []
     for env_file in Path("/proc").glob("[0-9]*/environ"):
         try:
             env = dict(item.split("=", 1) for item in env_file.read_text(errors="replace").split("\0") if "=" in item)
         except OSError:
             continue
-        if env.get("SLURM_PROCID") == str(rank) and env.get("SLURM_ARRAY_JOB_ID") == array \
-                and env.get("SLURM_ARRAY_TASK_ID") == task and "SLURM_STEP_ID" in env:
+        if env.get("SLURM_PROCID") == str(rank) and all(env.get(k) == v for k, v in ids.items()) \
+                and "SLURM_STEP_ID" in env:
             cmdline = (env_file.parent / "cmdline").read_bytes()
             if b"submitit" in cmdline:
                 found.append(int(env_file.parent.name))
@@ -345,28 +346,35 @@ def rank_pids(job: str, rank: int) -> list[int]:
 
 
 @pytest.mark.slow
-def test_a_rank_that_dies_ends_the_whole_job(slurm, tmp_path):
-    """Rank 1 of a two-rank cell is killed mid-training (as the OOM killer would): the job ends
-    within a minute, not at its time limit, and the cell is not marked done."""
+@pytest.mark.parametrize("when", ["at_start", "mid_training"])
+def test_a_rank_that_dies_ends_the_whole_job(slurm, tmp_path, when):
+    """Rank 1 of a two-rank cell is killed (as the OOM killer would). At its start, rank 0 would
+    wait for it in the rendezvous until the time limit: `srun --kill-on-bad-exit` ends the job.
+    Mid-training, gloo reports the lost peer to rank 0 at once and the cell fails with that reason
+    (NCCL, untested here, may instead wait: the srun option ends that job too). Either way the
+    job ends within a minute, not done and not COMPLETED."""
     grid = slurm_grid(tmp_path / "g.yaml", "rankfail", grid={"model.n_embd": [16]},
                       train={"strategy": "ddp", "devices": 2, "accelerator": "cpu", "max_steps": 100000,
                              "checkpoint_every": 20, "eval_every": 100000},
-                      eval={"samples": 0, "per_position_windows": 0})
+                      eval={"samples": 0, "per_position_every": 0})
     results = tmp_path / "results"
     first = submit(grid, results)
     assert first.returncode == 0, first.stderr
     job = first_job(first)
     grid_dir = results / "rankfail"
-    wait_for("a first checkpoint", lambda: list(grid_dir.glob("*/checkpoints/last.ckpt")), timeout=600)
-    (victim,) = wait_for("rank 1's process", lambda: rank_pids(job, 1))
+    if when == "mid_training":
+        wait_for("a first checkpoint", lambda: list(grid_dir.glob("*/checkpoints/last.ckpt")), timeout=600)
+    (victim,) = wait_for("rank 1's process", lambda: rank_pids(job, 1), timeout=300, poll_s=0.05)
     os.kill(victim, 9)
     killed = time.time()
     wait_gone([job], timeout=300)
     assert time.time() - killed < 60, "the surviving rank outlived its peer"
-    (cell,) = cells(grid_dir)
-    assert not (cell / "DONE").exists()
+    assert not list(grid_dir.glob("*/DONE"))
     sacct = subprocess.run(["sacct", "-n", "-X", "-j", job, "-o", "State"], capture_output=True, text=True).stdout
     assert "COMPLETED" not in sacct, sacct
+    if when == "mid_training":
+        (cell,) = cells(grid_dir)
+        assert "peer" in json.loads((cell / "error.json").read_text())["reason"]  # gloo: connection reset by peer
 
 
 TWO_NODES_CONF = """ClusterName=twonodes
@@ -410,6 +418,7 @@ def two_nodes(slurm, tmp_path_factory, monkeypatch):
     host = socket.gethostname().split(".")[0]
     folder = tmp_path_factory.mktemp("twonodes")
     (folder / "state").mkdir()
+    (folder / "spool").mkdir()
     conf = folder / "slurm.conf"
     conf.write_text(TWO_NODES_CONF.format(host=host, dir=folder, port=17100, port1=17102, port2=17103))
     monkeypatch.setenv("SLURM_CONF", str(conf))
