@@ -8,8 +8,9 @@
   handler only sets a flag, and at the next step boundary (all ranks agreeing) the cell saves
   `checkpoints/last.ckpt` like any periodic checkpoint, asks SLURM to requeue the job
   (`requeue_job`) and stops. The resumed cell's log is the uninterrupted run's, row for row.
-- **Budget.** A job that reaches its time limit (submitit's USR2) is requeued by `CellJob.checkpoint`
-  at most `resources.max_requeues` times. Without that key the budget is sized from the cell itself:
+- **Budget.** A job signalled before its time limit or on preemption (submitit's USR2) is requeued
+  by `CellJob.checkpoint` at most `resources.max_requeues` times (submitit's own count of timeouts
+  is set out of reach: it cannot size itself to the cell). Without that key the budget is sized from the cell itself:
   at its first requeue, the steps its session saved against the steps left give the sessions it
   still needs at `resources.time_min` per session, plus one spare. Each job's count is in
   `<grid>/.submitit/requeues/<cell>.json`, which `ablations.status` reads to flag a cell on its

@@ -1,5 +1,5 @@
-"""The Lightning callbacks a cell trains with, together: throughput, resumable checkpoints and
-the per-position loss curve.
+"""The Lightning callbacks a cell trains with, together: throughput, resumable checkpoints, a
+checkpoint-and-stop on a signal, and the per-position loss curve.
 
 `PerPositionLoss` records the curve during training: at the start of training, every
 `every_n_steps` optimizer steps and at the end, it appends {"step", "loss_by_position"} to a JSON
