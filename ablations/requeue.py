@@ -46,6 +46,12 @@ def slurm_plugins() -> list:
     return [SLURMEnvironment(auto_requeue=False)] if _is_srun_used() else []
 
 
+def _ignore_sigterm() -> None:
+    """In a child before exec (SIG_IGN survives exec): SLURM's SIGTERM to a job it requeues or ends
+    reaches every process of the job, and would kill scontrol mid-call."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def requeue_job() -> None:
     """`scontrol requeue` this job; a failure is reported (the cell still resumes when submitted again)."""
     from ablations.run import say
@@ -54,9 +60,7 @@ def requeue_job() -> None:
     if job is None or shutil.which("scontrol") is None:
         say("not requeued: not in a SLURM job; submit the same command again to resume the cell")
         return
-    # SLURM answers the requeue with SIGTERM to every process of the job, scontrol included: it ignores it
-    out = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True,
-                         preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_IGN))
+    out = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, preexec_fn=_ignore_sigterm)
     if out.returncode != 0:
         say(f"scontrol requeue {job} failed ({out.stderr.strip()}); submit the same command again to resume the cell")
 
@@ -67,8 +71,9 @@ def requeued_by_slurm() -> bool:
     job = os.environ.get("SLURM_JOB_ID")
     if not job or shutil.which("scontrol") is None:
         return False
-    try:
-        out = subprocess.run(["scontrol", "show", "job", "-o", job], capture_output=True, text=True, timeout=30)
+    try:  # asked while SLURM is ending the job, whose processes it sends SIGTERM: scontrol ignores it
+        out = subprocess.run(["scontrol", "show", "job", "-o", job], capture_output=True, text=True, timeout=30,
+                             preexec_fn=_ignore_sigterm)
     except (OSError, subprocess.SubprocessError):
         return False
     found = re.search(r"\bRestarts=(\d+)", out.stdout)
