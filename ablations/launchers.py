@@ -24,6 +24,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -53,6 +54,9 @@ FROM_TRAIN = {"nodes": "train.num_nodes", "ntasks_per_node": "train.devices", "t
 
 #: the time limit of a job when the grid sets no `resources.time_min` (minutes)
 DEFAULT_TIME_MIN = 60
+
+#: submitit's own count of timeout requeues, set out of reach (CellJob.checkpoint keeps the budget)
+SUBMITIT_TIMEOUTS = 1_000_000
 
 #: the first line SLURM prints for a refused submission -> what to change in the grid
 SBATCH_FIXES = {
@@ -105,10 +109,15 @@ class CellJob:
     multi-device cell) follow it in the same Lightning run.
     """
 
-    def __init__(self, grid_path: str, overrides: dict, results_dir: str, cell_id: str, retry_failed: bool = False):
+    def __init__(self, grid_path: str, overrides: dict, results_dir: str, cell_id: str, retry_failed: bool = False,
+                 max_requeues: int | None = None):
         self.grid_path, self.overrides, self.results_dir, self.cell_id = grid_path, overrides, results_dir, cell_id
         self.retry_failed = retry_failed
         self.submitted = time.time()
+        self.budget = max_requeues  # None: sized at the first requeue (ablations.requeue.sized_budget)
+        self.requeues = 0
+        self.session: dict = {}  # this session's cell: where it is and the step it resumed from
+        self.requeueing = False  # checkpoint() has handed submitit this job to requeue
 
     def __call__(self) -> str:
         from ablations.run import quiet_lightning
@@ -137,6 +146,7 @@ class CellJob:
     def _lead(self, cell, grid, grid_dir: Path) -> str:
         from ablations.claims import Heartbeat, release, runner_name, try_claim
         from ablations.records import cell_status
+        from ablations.requeue import requeued_by_slurm, saved_step
         from ablations.results import write_summary
         from ablations.run import run_one, say
 
@@ -151,23 +161,35 @@ class CellJob:
         if claim is None:
             say(f"{cell.id}: claimed by another runner (skipped)")
             return "claimed elsewhere"
+        record_training_job(grid_dir, cell.id)
+        requeued = False
         with Heartbeat() as heartbeat:
             heartbeat.claims.add(claim.path)
             try:
                 if cell_status(cell_dir) == "done":  # finished by another runner since we looked
                     return "done"
+                self.session = {"cell_dir": str(cell_dir), "max_steps": cell.config.train.max_steps,
+                                "start_step": saved_step(cell_dir)}
+                self.requeueing = False
                 ok = run_one(cell, cell_dir, Path(self.results_dir) / "_cache", f"[{runner_name()}]")
-            except KeyboardInterrupt:
-                raise fail_job(f"{cell.id}: stopped before its last step (signal or requeue); "
-                               "submit the same command again to resume it from its checkpoint") from None
-            except SystemExit as e:  # Lightning's SIGTERM ends the fit with SystemExit(): not a success
-                if type(e).__name__ != "SIGTERMException":
+            except (KeyboardInterrupt, SystemExit) as e:
+                # KeyboardInterrupt: the fit stopped early (USR1, a signal); SIGTERMException: Lightning's
+                # SIGTERM (scontrol requeue, preemption, scancel); other SystemExit: submitit's exit, after
+                # the requeue checkpoint() has reported, or after it refused one
+                if isinstance(e, SystemExit) and type(e).__name__ != "SIGTERMException":
+                    requeued = self.requeueing
                     raise
-                raise fail_job(f"{cell.id}: stopped by SIGTERM before its last step; "
+                requeued = requeued_by_slurm()  # then the claim stays with this job: it resumes the cell
+                if requeued:
+                    say(f"{cell.id}: requeued by SLURM before its last step; the job resumes it from its "
+                        "checkpoint when it runs again (nothing to do)")
+                    raise SystemExit(0) from None  # this run ends; SLURM starts the job again
+                raise fail_job(f"{cell.id}: stopped before its last step (cancelled or signalled); "
                                "submit the same command again to resume it from its checkpoint") from None
             finally:
                 heartbeat.claims.discard(claim.path)
-                release(claim)
+                if not requeued:
+                    release(claim)
         write_summary(grid, grid_dir)
         if not ok:
             raise fail_job(f"{cell.id}: job failed with its cell (error.json)")
@@ -201,9 +223,34 @@ class CellJob:
         raise fail_job(f"{cell.id}: task 0 of this job never claimed the cell")
 
     def checkpoint(self, *args, **kwargs):
-        """Called by submitit on preemption or timeout: requeue this same job (it resumes the cell)."""
+        """Called by submitit on preemption or timeout (USR2): requeue this same job, which resumes
+        the cell, unless the cell has used its requeue budget (see ablations.requeue)."""
         import submitit
 
+        from ablations.requeue import UNSIZED_REQUEUES, saved_step, sized_budget, write_requeues
+        from ablations.run import say
+
+        if self.session:
+            saved = saved_step(Path(self.session["cell_dir"]))
+            if self.budget is None:
+                self.budget = sized_budget(self.requeues, self.session["max_steps"], self.session["start_step"], saved)
+            budget = UNSIZED_REQUEUES if self.budget is None else self.budget
+            if self.requeues >= budget:
+                say(f"{self.cell_id}: not requeued: it used its {budget} requeue(s) and is at step {saved} of "
+                    f"{self.session['max_steps']}; raise resources.time_min or resources.max_requeues, then "
+                    "submit the same command again to resume it")
+                raise SystemExit(1)  # out of the fit without a failure record: the cell stays resumable
+        self.requeues += 1
+        if self.session:
+            write_requeues(Path(self.session["cell_dir"]).parent, self.cell_id, self.requeues, self.budget)
+        of = UNSIZED_REQUEUES if self.budget is None else self.budget
+        say(f"{self.cell_id}: requeued ({self.requeues} of {of} requeues); the job resumes it from its checkpoint "
+            "when it runs again (nothing to do)")
+        # submitit runs `scontrol requeue` next, and SLURM answers it with SIGTERM to every process of the
+        # job: ignored here (and so by scontrol, which inherits it), or scontrol dies mid-call and
+        # submitit's error would reach the fit as a failure of the cell. submitit exits right after.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        self.requeueing = True  # (the copy submitit pickles resets it when it runs again)
         return submitit.helpers.DelayedSubmission(self)
 
 
@@ -229,11 +276,17 @@ def slurm_parameters(resources: dict | None) -> dict:
         if key in FROM_TRAIN:
             raise ConfigError(f"resources.{key}: set {FROM_TRAIN[key]} instead; the launcher asks SLURM for "
                               "one task per device on train.num_nodes nodes")
+        if key == "max_requeues":
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"resources.max_requeues: expected a whole number >= 0, got {value!r} "
+                                  "(leave it out to size it from the cell's own pace)")
+            params["max_requeues"] = value
+            continue
         if key not in RESOURCE_KEYS:
             from research.errors import did_you_mean
 
-            raise ConfigError(f"resources.{key}: unknown key{did_you_mean(key, RESOURCE_KEYS)} "
-                              f"(valid: {', '.join(RESOURCE_KEYS)})")
+            raise ConfigError(f"resources.{key}: unknown key{did_you_mean(key, [*RESOURCE_KEYS, 'max_requeues'])} "
+                              f"(valid: {', '.join(RESOURCE_KEYS)}, max_requeues)")
         if key == "sbatch" and not (isinstance(value, dict) and all(isinstance(k, str) for k in value)):
             raise ConfigError("resources.sbatch: expected a mapping of sbatch options without their dashes, "
                               "e.g. {mail-type: END, exclusive: true}")
@@ -286,20 +339,26 @@ def submit_slurm(grid, grid_path: Path, overrides: dict, results_dir: Path, clus
     code, grid_copy = snapshot(grid_path, grid_dir)
     setup = [f"export PYTHONPATH={shlex.quote(str(code))}${{PYTHONPATH:+:$PYTHONPATH}}",
              *params.pop("slurm_setup", [])]
+    max_requeues = params.pop("max_requeues", None)
     layouts: dict[tuple[int, int], list] = {}
     for cell in todo:
         layouts.setdefault(task_layout(cell), []).append(cell)
     submitted = []
     for (nodes, tasks), cells in layouts.items():
         # -P: no current directory on sys.path, so the snapshot (PYTHONPATH) is what jobs import
-        kwargs = {"slurm_python": f"{shlex.quote(sys.executable)} -P"} if cluster == "slurm" else {}
+        # submitit would stop requeueing after its own count of timeouts: CellJob.checkpoint keeps the budget
+        kwargs = ({"slurm_python": f"{shlex.quote(sys.executable)} -P", "slurm_max_num_timeout": SUBMITIT_TIMEOUTS}
+                  if cluster == "slurm" else {})
         executor = submitit.AutoExecutor(folder=str(grid_dir / ".submitit" / "%j"), cluster=cluster, **kwargs)
+        # --kill-on-bad-exit: a rank that fails ends its job's other ranks, which would otherwise wait
+        # for it in a collective until the time limit
         executor.update_parameters(name=f"ablations-{grid.name}", nodes=nodes, tasks_per_node=tasks,
-                                   slurm_setup=setup, **params)
+                                   slurm_setup=setup, slurm_srun_args=["--kill-on-bad-exit=1"], **params)
         echoed = io.StringIO()  # submitit prints sbatch's stderr before raising it: keep it for the one line
         try:
             with contextlib.redirect_stderr(echoed), executor.batch():
-                jobs = [executor.submit(CellJob(str(grid_copy), overrides, str(results_dir), c.id, retry_failed))
+                jobs = [executor.submit(CellJob(str(grid_copy), overrides, str(results_dir), c.id, retry_failed,
+                                                max_requeues))
                         for c in cells]
         except (submitit.core.utils.UncompletedJobError, submitit.core.utils.FailedSubmissionError, OSError) as e:
             error = sbatch_error(e)
@@ -313,11 +372,35 @@ def submit_slurm(grid, grid_path: Path, overrides: dict, results_dir: Path, clus
 
 
 def record_jobs(grid_dir: Path, submitted: list) -> None:
-    """`<grid>/.submitit/jobs.json`: cell -> its latest job id, so `ablations.status` can name a queued job."""
-    path = grid_dir / ".submitit" / "jobs.json"
-    jobs = json.loads(path.read_text()) if path.exists() else {}
-    jobs.update({cell_id: str(job.job_id) for cell_id, job in submitted})
-    atomic_write_text(path, json.dumps(jobs, indent=2) + "\n")
+    """`<grid>/.submitit/jobs.json`: cell -> the job that trains it (the latest submitted, until a job
+    claims the cell: `record_training_job`), so `ablations.status` can name a queued job. A cell a
+    live runner holds keeps its job: this submission's task for it will find it claimed and skip."""
+    from ablations.claims import read_claim
+
+    new = {cell_id: str(job.job_id) for cell_id, job in submitted if read_claim(grid_dir, cell_id) is None}
+    _update_jobs(grid_dir, new)
+
+
+def record_training_job(grid_dir: Path, cell_id: str) -> None:
+    """The job that has just claimed `cell_id` is the one to name (not a later array whose task skipped it)."""
+    from ablations.claims import slurm_job
+
+    job = slurm_job()
+    if job is not None:
+        _update_jobs(grid_dir, {cell_id: job})
+
+
+def _update_jobs(grid_dir: Path, new: dict) -> None:
+    """Read, update and write jobs.json under an exclusive lock: jobs of several arrays write it at once."""
+    import fcntl
+
+    path = Path(grid_dir) / ".submitit" / "jobs.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(".jobs.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        jobs = submitted_jobs(grid_dir)
+        jobs.update(new)
+        atomic_write_text(path, json.dumps(jobs, indent=2) + "\n")
 
 
 def submitted_jobs(grid_dir: Path) -> dict:

@@ -233,16 +233,10 @@ def read_per_position(cell_dir: Path) -> list[dict]:
     return []
 
 
-def checkpoints(cell_dir: Path) -> list[Path]:
-    """The resumable states on disk: the runner's `checkpoints/last.ckpt` and Lightning's SLURM
-    `hpc_ckpt_*.ckpt` (written when a job is requeued)."""
-    cell_dir = Path(cell_dir)
-    found = [cell_dir / "checkpoints" / "last.ckpt", *sorted(cell_dir.glob("hpc_ckpt_*.ckpt"))]
-    return [p for p in found if p.exists()]
-
-
 def has_checkpoint(cell_dir: Path) -> bool:
-    return bool(checkpoints(cell_dir))
+    """A resumable state is on disk: the runner's `checkpoints/last.ckpt` (a SLURM requeue on USR1
+    writes it too, at a step boundary: see ablations.requeue)."""
+    return (Path(cell_dir) / "checkpoints" / "last.ckpt").exists()
 
 
 def claim_state(grid_dir: Path, cell_id: str) -> dict | None:

@@ -204,7 +204,6 @@ def run_one(cell, cell_dir: Path, cache_root: Path, label: str, timing: str = ""
         say(f"{label} {cell.id}: training{f' ({timing})' if timing else ''}")
         if cell_dir.exists():
             shutil.rmtree(cell_dir)
-    t0 = time.time()
     try:
         metrics = train_cell(cell, cell_dir, cache_root)
     except KeyboardInterrupt:
@@ -214,7 +213,8 @@ def run_one(cell, cell_dir: Path, cache_root: Path, label: str, timing: str = ""
         records.write_error(cell_dir, reason, traceback.format_exc())
         say(f"{label} {cell.id}: FAILED: {reason.splitlines()[0] if reason else type(e).__name__}")
         return False
-    say(f"{label} {cell.id}: done in {_hms(time.time() - t0)}: val_loss {metrics['val_loss']:.4f} "
+    sessions = f" over {metrics['sessions']} sessions" if metrics.get("sessions", 1) > 1 else ""
+    say(f"{label} {cell.id}: done in {_hms(metrics['wall_s'])}{sessions}: val_loss {metrics['val_loss']:.4f} "
         f"nats/token, val_bpb {metrics['val_bpb']:.4f}")
     return True
 
@@ -250,6 +250,8 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*IterableDataset.*__len__.*")
     warnings.filterwarnings("ignore", message=r".*Experiment logs directory .* exists and is not empty.*")
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    # on a login node: a local run is meant to be local; `--launcher slurm` starts its jobs under srun
+    warnings.filterwarnings("ignore", message=r".*The `srun` command is available on your system but is not used.*")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
 """`python -m ablations.status RESULTS_GRID_DIR`: where a grid stands, from its files alone.
 
 One row per cell: done / running (claimed by a live runner) / requeued (its SLURM job waits to
-run again) / queued (its SLURM job has not started) / stale (claimed by a dead runner) / failed /
-partial / pending, its key metrics, the runner or job, elapsed time and, for running cells, an
-ETA from the last logged step against `train.max_steps`. Works on a grid that is running
+run again) / queued (its SLURM job has not started) / stopping (its SLURM job is ending) / stale
+(claimed by a dead runner) / failed / partial / pending, its key metrics, the runner or job, elapsed
+time (for a SLURM job, since it first started the cell: its claim outlives requeues), for
+running cells an ETA from the last logged step against `train.max_steps`, and the requeues a
+SLURM cell has used of its budget (flagged on the last). Works on a grid that is running
 elsewhere (a shared filesystem, a cluster) because it only reads (and asks `squeue` about jobs).
 """
 
@@ -18,6 +20,7 @@ from pathlib import Path
 from ablations.claims import SLURM_WAITING, slurm_job_state
 from ablations.launchers import submitted_jobs
 from ablations.records import load_cells
+from ablations.requeue import UNSIZED_REQUEUES, read_requeues
 from research.errors import run_main
 
 
@@ -45,8 +48,22 @@ def cell_rows(grid_dir: Path) -> list[dict]:
             state = slurm_job_state(jobs[rec.id])
             if state in SLURM_WAITING:  # with a checkpoint, it ran before: requeued (preempted, timed out)
                 row.update(status="requeued" if rec.has_checkpoint() else "queued", runner=f"slurm:{jobs[rec.id]}")
+            elif state == "COMPLETING":  # its job is ending (cancelled, failed or being requeued): not yet known
+                row.update(status="stopping", runner=f"slurm:{jobs[rec.id]}")
+        if row["status"] in ("running", "requeued"):
+            row.update(requeue_budget(grid_dir, rec.id, row.get("runner")))
         rows.append(row)
     return rows
+
+
+def requeue_budget(grid_dir: Path, cell_id: str, runner: str | None) -> dict:
+    """`requeues` ("used/budget") of the cell's job, and `last_requeue` when it has none left: if
+    this session does not finish the cell, its job ends and the cell waits to be submitted again."""
+    record = read_requeues(grid_dir, cell_id)
+    if record is None or runner != f"slurm:{record.get('job')}":
+        return {}
+    budget = UNSIZED_REQUEUES if record.get("budget") is None else record["budget"]
+    return {"requeues": f"{record['used']}/{budget}", "last_requeue": record["used"] >= budget}
 
 
 def _fmt(value, kind: str = "") -> str:
@@ -76,6 +93,9 @@ def format_status(rows: list[dict]) -> str:
     for r in rows:
         if r["reason"]:
             lines.append(f"{r['cell']}: {r['reason'].splitlines()[0]}")
+        if r.get("last_requeue"):
+            lines.append(f"{r['cell']}: on its last requeue ({r['requeues']} used); if this session does not finish "
+                         "it, raise resources.time_min or resources.max_requeues and submit again to resume it")
     return "\n".join(lines)
 
 

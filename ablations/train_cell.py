@@ -25,7 +25,8 @@ from torch.utils.data import DataLoader
 
 from ablations import records
 from ablations.code_state import git_state
-from research.callbacks import ResumableCheckpoint, Throughput
+from ablations.requeue import requeue_job, saved_step, slurm_plugins
+from research.callbacks import ResumableCheckpoint, StopOnSignal, StoppedBySignal, Throughput
 from research.checkpoint import save_weights
 from research.config import RunConfig
 from research.csv_log import ResumableCSVLogger
@@ -128,8 +129,6 @@ def train_cell(cell, cell_dir: Path, cache_root: Path) -> dict:
     records.write_metrics(cell_dir, metrics)
     records.write_manifest(cell_dir, manifest(cell, started, fit_s, device, tokens, cell_dir))
     shutil.rmtree(cell_dir / "checkpoints", ignore_errors=True)  # model.pt holds the result
-    for hpc in cell_dir.glob("hpc_ckpt_*.ckpt"):  # Lightning's SLURM requeue checkpoints
-        hpc.unlink()
     records.mark_done(cell_dir)
     return metrics
 
@@ -176,18 +175,10 @@ def resolve_config(module: LMModule, tokens: TokenData, seq_len: int) -> RunConf
     return cfg
 
 
-def checkpoint_step(path: Path) -> int:
-    return int(torch.load(path, map_location="cpu", weights_only=True)["global_step"])
-
-
 def resume_checkpoint(cell_dir: Path) -> tuple[Path | None, int]:
-    """The latest of `checkpoints/last.ckpt` and Lightning's SLURM requeue checkpoints
-    (`hpc_ckpt_*.ckpt`, written on USR1) and its step; (None, 0) for a fresh start."""
-    steps = [(checkpoint_step(p), p) for p in records.checkpoints(cell_dir)]
-    if not steps:
-        return None, 0
-    step, path = max(steps)
-    return path, step
+    """`checkpoints/last.ckpt` and its step; (None, 0) for a fresh start."""
+    step = saved_step(cell_dir)
+    return (cell_dir / "checkpoints" / "last.ckpt" if step else None), step
 
 
 def fit_module(module: LMModule, tokens: TokenData, cfg, seq_len: int, cell_dir: Path, name: str,
@@ -216,9 +207,12 @@ def fit_module(module: LMModule, tokens: TokenData, cfg, seq_len: int, cell_dir:
     throughput = Throughput(tokens_per_step, t.log_every, started)
     callbacks: list = [throughput]
     every = t.eval_every if t.checkpoint_every is None else t.checkpoint_every
+    last.parent.mkdir(parents=True, exist_ok=True)
+    checkpoint = ResumableCheckpoint(last.parent, every or t.max_steps)  # every 0: none before the end
     if every:
-        last.parent.mkdir(parents=True, exist_ok=True)
-        callbacks.append(ResumableCheckpoint(last.parent, every))
+        callbacks.append(checkpoint)
+    if slurm_plugins():  # USR1: save at the next step boundary, requeue, stop (see ablations.requeue)
+        callbacks.append(StopOnSignal(checkpoint, then=requeue_job))
     per_position = per_position_callback(cfg, tokens, seq_len, cell_dir)
     if per_position is not None:
         callbacks.append(per_position)
@@ -228,6 +222,8 @@ def fit_module(module: LMModule, tokens: TokenData, cfg, seq_len: int, cell_dir:
     os.environ["ABLATIONS_CELL"] = name  # for Lightning's DDP launcher: other ranks train this cell
     try:
         trainer.fit(module, loader, val_loader, ckpt_path=resume_from, weights_only=True)
+    except StoppedBySignal:
+        raise KeyboardInterrupt from None  # saved and requeued: stopped before its last step
     finally:
         os.environ.pop("ABLATIONS_CELL", None)
     if trainer.interrupted or trainer.global_step < t.max_steps:  # e.g. stopped by a SLURM requeue signal
@@ -282,6 +278,7 @@ def build_trainer(cfg, root: Path, logger, callbacks: list) -> L.Trainer:
         enable_progress_bar=progress,
         enable_model_summary=False,
         default_root_dir=root,
+        plugins=slurm_plugins(),
     )
 
 

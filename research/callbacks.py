@@ -1,5 +1,5 @@
-"""The Lightning callbacks a cell trains with, together: throughput, resumable checkpoints and
-the per-position loss curve.
+"""The Lightning callbacks a cell trains with, together: throughput, resumable checkpoints, a
+checkpoint-and-stop on a signal, and the per-position loss curve.
 
 `PerPositionLoss` records the curve during training: at the start of training, every
 `every_n_steps` optimizer steps and at the end, it appends {"step", "loss_by_position"} to a JSON
@@ -10,6 +10,8 @@ Every rank computes (a sharded model needs all ranks in its forward); only globa
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -88,12 +90,65 @@ class ResumableCheckpoint(L.Callback):
         step = trainer.global_step
         if step % self.every or step == 0 or step >= trainer.max_steps:
             return
+        self.save(trainer)
+
+    def save(self, trainer) -> None:
+        """Write `last.ckpt` now; call it between steps (from a batch-end hook), where the loops'
+        counters and the logged rows agree with the weights."""
         for logger in trainer.loggers:  # rows before the checkpoint reach the disk with it
             logger.save()
         tmp = self.folder / f".last.{os.getpid()}.ckpt"
         trainer.save_checkpoint(tmp)
         if trainer.is_global_zero:
             os.replace(tmp, self.folder / "last.ckpt")
+
+
+class StoppedBySignal(BaseException):
+    """Raised by `StopOnSignal` to end the fit (a BaseException: no `except Exception` swallows it)."""
+
+
+class StopOnSignal(L.Callback):
+    """On `signum`, save `last.ckpt` at the next step boundary, call `then()` (on rank 0), and end
+    the fit with `StoppedBySignal` before the following step.
+
+    The signal handler only sets a flag: it may run in the middle of a step, where a checkpoint
+    would pair the weights with loop counters a step off. Every rank must reach the collective
+    save at the same step, so any rank's signal counts for all (one small all-reduce per step
+    when there are several ranks). The fit ends at the next batch's start, after the saved step
+    has logged its row and run its validation as an uninterrupted run does: `trainer.should_stop`
+    would instead run an extra validation and log the last train row again under the next step.
+    """
+
+    def __init__(self, checkpoint: ResumableCheckpoint, then, signum: int = signal.SIGUSR1):
+        self.checkpoint, self.then, self.signum = checkpoint, then, signum
+        self.received = self.saved = False
+        self._previous = None
+
+    def _handle(self, signum, frame) -> None:
+        self.received = True
+
+    def on_train_start(self, trainer, pl_module):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(self.signum, self._handle)
+
+    def teardown(self, trainer, pl_module, stage):
+        if self._previous is not None:
+            signal.signal(self.signum, self._previous)
+            self._previous = None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self.saved or trainer.global_step >= trainer.max_steps:  # the last step: let the cell finish
+            return
+        if not trainer.strategy.reduce_boolean_decision(self.received, all=False):
+            return
+        self.checkpoint.save(trainer)
+        self.saved = True
+        if trainer.is_global_zero:
+            self.then()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self.saved:
+            raise StoppedBySignal(f"signal {self.signum} at step {trainer.global_step}")
 
 
 class PerPositionLoss(L.Callback):
