@@ -49,34 +49,38 @@ def is_complete(doc: str) -> bool:
     return bool(_SENTENCE_END.search(doc))
 
 
+def clean_doc(doc: str, cfg, counts: Counter, vocab: set[str] | None = None) -> str | None:
+    """One cleaned document, or None when it is dropped; `counts` records what changed."""
+    counts["docs_in"] += 1
+    if cfg.fix_encoding:
+        fixed = fix_mojibake(doc)
+        counts["encoding_repaired"] += fixed != doc
+        doc = fixed
+    if cfg.normalize != "none":
+        norm = unicodedata.normalize(cfg.normalize, doc)
+        counts["normalized"] += norm != doc
+        doc = norm
+    doc = doc.strip()
+    if len(doc) < cfg.min_chars:
+        counts["dropped_short"] += 1
+        return None
+    if cfg.drop_incomplete and not is_complete(doc):
+        counts["dropped_incomplete"] += 1
+        return None
+    if vocab is not None and any(w.lower() not in vocab for w in _WORD.findall(doc)):
+        counts["dropped_vocab"] += 1
+        return None
+    counts["docs_out"] += 1
+    return doc
+
+
 def clean_docs(docs: list[str], cfg, vocab: set[str] | None = None) -> tuple[list[str], dict]:
-    counts: Counter[str] = Counter(docs_in=len(docs))
-    out = []
-    for doc in docs:
-        if cfg.fix_encoding:
-            fixed = fix_mojibake(doc)
-            counts["encoding_repaired"] += fixed != doc
-            doc = fixed
-        if cfg.normalize != "none":
-            norm = unicodedata.normalize(cfg.normalize, doc)
-            counts["normalized"] += norm != doc
-            doc = norm
-        doc = doc.strip()
-        if len(doc) < cfg.min_chars:
-            counts["dropped_short"] += 1
-            continue
-        if cfg.drop_incomplete and not is_complete(doc):
-            counts["dropped_incomplete"] += 1
-            continue
-        if vocab is not None and any(w.lower() not in vocab for w in _WORD.findall(doc)):
-            counts["dropped_vocab"] += 1
-            continue
-        out.append(doc)
-    counts["docs_out"] = len(out)
+    counts: Counter[str] = Counter(docs_in=0, docs_out=0)
+    out = [c for c in (clean_doc(d, cfg, counts, vocab) for d in docs) if c is not None]
     return out, dict(counts)
 
 
-def top_words(docs: list[str], n: int) -> set[str]:
+def top_words(docs, n: int) -> set[str]:
     counts: Counter[str] = Counter()
     for d in docs:
         counts.update(w.lower() for w in _WORD.findall(d))

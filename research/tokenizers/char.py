@@ -46,6 +46,18 @@ class CharTokenizer(Tokenizer):
             return [self.stoi.get(c, self.unk_id) for c in text]
         return self._table[codes].tolist()
 
+    def encode_flat(self, docs: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """One table lookup over the whole batch, EOTs inserted at the document ends."""
+        if self.lowercase:
+            docs = [d.lower() for d in docs]
+        codes = np.frombuffer("".join(docs).encode("utf-32-le"), dtype=np.uint32)
+        if codes.size and codes.max() >= 0x10000:
+            return super().encode_flat(docs)
+        chars = np.fromiter((len(d) for d in docs), dtype=np.int64, count=len(docs))
+        dtype = np.uint16 if self.vocab_size <= 65535 else np.int32
+        ids = np.insert(self._table[codes].astype(dtype), np.cumsum(chars), self.eot_id)
+        return ids, chars + 1
+
     def decode(self, ids) -> str:
         return "".join(self.itos[i] for i in ids if i != self.eot_id)
 
