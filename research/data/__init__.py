@@ -18,7 +18,7 @@ def load_corpus(cfg) -> Corpus:
     from research.data.sources import open_streams
 
     streams = open_streams(cfg)
-    raw, meta = layout(streams, cfg)
+    raw, meta, _ = layout(streams, cfg)
     caps = doc_caps(cfg, streams)
     vocab = restricted_vocab(raw["train"], cfg)
     splits, stats = {}, {}

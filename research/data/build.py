@@ -56,14 +56,19 @@ def _held(n: int, fraction: float, count: int | None, seed: int) -> list[int]:
     return order[:n_out]
 
 
-def layout(streams: DocStreams, cfg) -> tuple[dict[str, Callable[[], Iterator[str]]], dict]:
-    """Re-readable raw document streams per split, and what the corpus meta says about the split."""
+def layout(streams: DocStreams, cfg) -> tuple[dict[str, Callable[[], Iterator[str]]], dict, dict[str, float]]:
+    """Re-readable raw document streams per split, what the corpus meta says about the split, and
+    each split's input bytes (for progress bars)."""
     meta = dict(streams.meta)
+
+    def size(parts) -> float:
+        return float(sum(p.nbytes for p in parts or []))
+
     if streams.val is not None:
         out = {"train": lambda: _chain(streams.train), "val": lambda: _chain(streams.val)}
         if streams.test is not None:
             out["test"] = lambda: _chain(streams.test)
-        return out, meta
+        return out, meta, {k: size(getattr(streams, k)) for k in out}
     n = sum(1 for _ in _chain(streams.train))
     if n == 1:  # one long text: cut by characters (as nanoGPT cuts Tiny Shakespeare)
         from research.data.sources import hold_out
@@ -77,7 +82,7 @@ def layout(streams: DocStreams, cfg) -> tuple[dict[str, Callable[[], Iterator[st
         if test is not None:
             out["test"] = lambda: iter(test)
         meta["val_split"] = f"held out {cfg.val_fraction:g} of characters"
-        return out, meta
+        return out, meta, {k: float(sum(len(d) for d in v())) for k, v in out.items()}
     labels = np.zeros(n, dtype=np.int8)
     labels[_held(n, cfg.val_fraction, cfg.val_docs, cfg.split_seed)] = 1
     if cfg.test_fraction > 0:
@@ -92,7 +97,8 @@ def layout(streams: DocStreams, cfg) -> tuple[dict[str, Callable[[], Iterator[st
 
     out = {name: (lambda c=code: split(c)) for name, code in _SPLIT_CODE.items()
            if name != "test" or cfg.test_fraction > 0}
-    return out, meta
+    total = size(streams.train)
+    return out, meta, {k: total * float(np.mean(labels == _SPLIT_CODE[k])) for k in out}
 
 
 def doc_caps(cfg, streams: DocStreams) -> dict[str, int | None]:
@@ -256,9 +262,9 @@ def build_into(data_cfg, tok_cfg, out: Path, streams: DocStreams | None = None, 
 
     started = time.time()
     streams = streams if streams is not None else open_streams(data_cfg)
-    raw, meta = layout(streams, data_cfg)
+    raw, meta, sizes = layout(streams, data_cfg)
     caps = doc_caps(data_cfg, streams)
-    total_train = sum(p.nbytes for p in streams.train)
+    total_train = sizes["train"]
     _check_room(streams, tok_cfg, out)
 
     def bar(stage, total):
@@ -266,7 +272,7 @@ def build_into(data_cfg, tok_cfg, out: Path, streams: DocStreams | None = None, 
 
     vocab = restricted_vocab(raw["train"], data_cfg)
     sample: dict = {}
-    docs = training_sample(_progressed(raw["train"](), bar("tokenizer sample", total_train)), data_cfg, tok_cfg,
+    docs = training_sample(_progressed(raw["train"](), bar("tokenizer sample", int(total_train))), data_cfg, tok_cfg,
                            vocab, total_train, sample)
     tokenizer = train_tokenizer(tok_cfg, docs)
     for _ in docs:  # a trainer may stop early; the sample record counts what it saw
@@ -279,13 +285,11 @@ def build_into(data_cfg, tok_cfg, out: Path, streams: DocStreams | None = None, 
     splits, cleaning = {}, {}
     try:
         for name, stream in raw.items():
-            total = total_train if name == "train" or streams.val is None else \
-                sum(p.nbytes for p in (streams.val if name == "val" else streams.test or []))
             writer = NpyWriter(out / f"{name}.npy", dtype)
             try:
                 splits[name], cleaning[name] = encode_split(
                     stream(), writer, caps[name], data_cfg.val_tokens if name == "val" else None,
-                    pool, 2 * num_proc, bar(f"encode {name}", total))
+                    pool, 2 * num_proc, bar(f"encode {name}", int(sizes[name])))
                 writer.close()
             except OSError as e:
                 if e.errno == errno.ENOSPC:

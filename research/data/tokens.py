@@ -148,7 +148,7 @@ def progress_bars(stage: str, total: int):
     """A tqdm bar on stderr (bytes, MB/s, ETA) for one stage of a build."""
     from tqdm import tqdm
 
-    bar = tqdm(total=total or None, desc=stage, unit="B", unit_scale=True, unit_divisor=1 << 20,
+    bar = tqdm(total=total or None, desc=stage, unit="B", unit_scale=True,
                file=sys.stderr, mininterval=1.0, dynamic_ncols=True)
 
     def update(n: int) -> None:
