@@ -324,7 +324,7 @@ def run_cell_evals(model, tokenizer, cfg, cell_dir: Path, cache_root: Path, toke
 
     ctx = EvalContext(model=model, tokenizer=tokenizer, config=cfg, device=device, cell_dir=cell_dir,
                       load_corpus=lambda: load_corpus(cfg.data), cache_dir=cache_root,
-                      load_tokens=lambda split: tokens.splits[split])
+                      load_tokens=lambda split: tokens.splits[split], split_sizes=tokens.meta["splits"])
     run_evals(ctx, list(cfg.eval.tasks), cfg.eval.options)
 
 
