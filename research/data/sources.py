@@ -344,6 +344,10 @@ def tinystories(cfg) -> DocStreams:
             "folder with it and TinyStoriesV2-GPT4-valid.txt, llama2.c's TinyStories_all_data folder "
             "(data.text_field: story), or a .jsonl/.parquet with a 'text' field")
     if cfg.path:
+        path = Path(cfg.path).expanduser()
+        shards = sorted(path.glob("data*.json")) if path.is_dir() else [path]
+        if cfg.text_field == "text" and shards and shards[0].name.startswith("data") and shards[0].suffix == ".json":
+            cfg = dataclasses.replace(cfg, text_field="story")  # llama2.c's shards keep the text under "story"
         streams = local_file(cfg)
         streams.meta["source"] = f"tinystories ({cfg.path})"
         return streams
