@@ -5,7 +5,8 @@ For the validation split (and the test split, where the corpus has one) it repor
 - `<split>_loss`: mean negative log-likelihood in nats per token;
 - `<split>_ppl`: exp of that, per token (only comparable between cells with the same tokenizer);
 - `<split>_bpb`: bits per UTF-8 byte, loss / ln 2 / (bytes per token). Bytes are the UTF-8 bytes of
-  the split's cleaned documents plus 1 per document for the separator (the EOT token that closes
+  the split's cleaned documents plus 1 per document for the separator, as counted in the token
+  cache's meta.json when the context has it (`split_sizes`), else counted from the corpus (the EOT token that closes
   every document is predicted too, so it is charged one byte). This is the tokenizer-independent
   number: char, word and BPE models compare on it;
 - `<split>_word_ppl` (word tokenizers only): exp(total nats / words), words being whitespace-split
