@@ -44,6 +44,7 @@ def split_loss(model, tokens: np.ndarray, seq_len: int, batch_size: int = 32, de
     was_training = model.training
     model.eval()
     # a slice of the memory-mapped split: windows are read (and widened to int64) one batch at a time
+    tokens = tokens if isinstance(tokens, np.ndarray) else np.asarray(tokens)
     tokens = tokens if max_tokens is None else tokens[: max_tokens + 1]
     try:
         if model.recurrent:
