@@ -204,3 +204,20 @@ def test_corpus_that_would_not_fit_is_refused_before_building(tmp_path, monkeypa
     with pytest.raises(DataError, match="needs about .* GB and the disk has"):
         prepare_tokens(DataConfig(source="file", path=str(path)), TokenizerConfig(), tmp_path / "cache")
     assert time.time() - t0 < 10
+
+
+def test_large_inputs_build_in_a_child_process(tmp_path, monkeypatch):
+    """Above CHILD_BUILD_BYTES the build runs in a spawned process: same tokens, errors still one line."""
+    import research.data.tokens as tokens_mod
+
+    path = tmp_path / "c.txt"
+    path.write_text("<|endoftext|>".join(f"Story {i} is short." for i in range(100)))
+    here = prepare_tokens(DataConfig(source="file", path=str(path)), TokenizerConfig(), tmp_path / "a")
+    monkeypatch.setattr(tokens_mod, "CHILD_BUILD_BYTES", 0)
+    child = prepare_tokens(DataConfig(source="file", path=str(path)), TokenizerConfig(), tmp_path / "b")
+    assert child.meta["build"]["pid"] != os.getpid() == here.meta["build"]["pid"]
+    assert np.array_equal(here.splits["train"], child.splits["train"])
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine"}\n{"text": "cut')
+    with pytest.raises(DataError, match=r"bad\.jsonl:2: not valid JSON"):
+        prepare_tokens(DataConfig(source="file", path=str(bad)), TokenizerConfig(), tmp_path / "c")
