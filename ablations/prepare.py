@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 from research.errors import UserError, run_main
@@ -49,14 +48,13 @@ def distinct_datasets(grid) -> list:
 
 def prepare_grid(grid, cache_root: Path, progress: bool = True) -> list[dict]:
     """Build (or find) each dataset's cache; one row per dataset for the table."""
-    from research.data.tokens import prepare_tokens
+    from research.data.tokens import cache_key, prepare_tokens
 
     rows = []
     for data, tok in distinct_datasets(grid):
-        t0 = time.time()
+        fresh = not (Path(cache_root) / "tokens" / cache_key(data, tok) / "meta.json").exists()
         tokens = prepare_tokens(data, tok, cache_root, progress=progress)
         meta, build = tokens.meta, tokens.meta.get("build", {})
-        fresh = build.get("wall_s") is not None and time.time() - t0 >= build["wall_s"] * 0.5
         rows.append({
             "data": data.path or data.source, "tokenizer": tok.kind + (f" {tok.vocab_size}" if tok.vocab_size else ""),
             "splits": {s: v["tokens"] for s, v in meta["splits"].items()},
