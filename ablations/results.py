@@ -65,8 +65,8 @@ def _fmt(value):
 def format_table(grid, grid_dir: Path) -> str:
     """A compact text table for the terminal: the axes and the headline metrics."""
     rows = summary_rows(grid, grid_dir)
-    cols = ["cell", "status", "params", "val_loss", "val_ppl", "val_bpb", "floor_bpb", "test_ppl", "wall_s",
-            "tokens_per_s"]
+    cols = ["cell", "status", "params", "val_loss", "val_ppl", "val_bpb", "val_tokens", "floor_bpb", "test_ppl",
+            "wall_s", "tokens_per_s"]
     cols = [c for c in cols if any(c in r for r in rows)]
     table = [[_short(r.get(c)) for c in cols] for r in rows]
     widths = [max(len(c), *(len(t[i]) for t in table)) for i, c in enumerate(cols)]

@@ -81,7 +81,7 @@ def train_cell(cell, cell_dir: Path, cache_root: Path) -> dict:
     cfg = cell.config
     started = time.time()
     cell_dir.mkdir(parents=True, exist_ok=True)
-    tokens = prepare_tokens(cfg.data, cfg.tokenizer, cache_root)
+    tokens = prepare_tokens(cfg.data, cfg.tokenizer, cache_root, build=may_tokenize())
     shutil.copytree(tokens.path / "tokenizer", cell_dir / "tokenizer", dirs_exist_ok=True)
 
     module = make_module(cfg, tokens)
@@ -139,6 +139,12 @@ def make_module(cfg, tokens: TokenData) -> LMModule:
     return LMModule(cfg.to_dict(), tok.vocab_size, tok.eot_id, tokens.bytes_per_token("val"))
 
 
+def may_tokenize() -> bool:
+    """A training job on a cluster never builds a token cache (a GPU waiting on tokenizing); it is
+    built beforehand by `python -m ablations.prepare` (or by `ablations.run` on the submitting host)."""
+    return "SLURM_JOB_ID" not in os.environ
+
+
 def follow_cell(cell, cell_dir: Path, cache_root: Path) -> None:
     """A non-zero rank of a multi-process cell (DDP/FSDP): train alongside rank 0, write nothing.
 
@@ -146,7 +152,7 @@ def follow_cell(cell, cell_dir: Path, cache_root: Path) -> None:
     LOCAL_RANK set; the runner sends them here (see ablations.run) with the cell rank 0 trains.
     """
     cfg = cell.config
-    tokens = prepare_tokens(cfg.data, cfg.tokenizer, cache_root)
+    tokens = prepare_tokens(cfg.data, cfg.tokenizer, cache_root, build=may_tokenize())
     module = make_module(cfg, tokens)
     seq_len = seq_len_for(module.model, cfg)
     resolve_config(module, tokens, seq_len)
@@ -326,7 +332,7 @@ def run_cell_evals(model, tokenizer, cfg, cell_dir: Path, cache_root: Path, toke
 
     ctx = EvalContext(model=model, tokenizer=tokenizer, config=cfg, device=device, cell_dir=cell_dir,
                       load_corpus=lambda: load_corpus(cfg.data), cache_dir=cache_root,
-                      load_tokens=lambda split: tokens.splits[split])
+                      load_tokens=lambda split: tokens.splits[split], split_sizes=tokens.meta["splits"])
     run_evals(ctx, list(cfg.eval.tasks), cfg.eval.options)
 
 

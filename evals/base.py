@@ -29,6 +29,8 @@ class EvalContext:
     cache_dir: Path | None = None
     #: token streams of the cell's splits, flat numpy arrays with EOT between documents
     load_tokens: Callable[[str], Any] | None = None
+    #: per split, the token cache's counts (meta.json): docs, tokens, UTF-8 bytes, words
+    split_sizes: dict[str, dict] | None = None
 
 
 @dataclass

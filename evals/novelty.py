@@ -57,7 +57,7 @@ from research.config import build
 from research.errors import ConfigError, DataError, UserError
 
 NAME = "novelty"
-VERSION = 1
+VERSION = 2  # 2: max_train_docs is a seeded random subsample (was the first N)
 
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
 WORD_RE = re.compile(r"\w+")
@@ -74,7 +74,10 @@ class NoveltyOptions:
     opening_words: int = 4
     opening_min_share: float = 0.1
     stripped: bool = True  # also report novelty without the prompt and the shared opening
-    max_train_docs: int | None = None  # compare with the first N training documents only
+    # compare with a seeded random sample of N training documents (embedding all of a 2M-story
+    # corpus takes days on a CPU); the number compared is the `train_docs` metric
+    max_train_docs: int | None = None
+    seed: int = 0  # of that sample
     examples: int = 5  # stories shown in details with their nearest documents
     generation: dict = field(default_factory=dict)  # generation eval options, when samples must be made
 
@@ -316,8 +319,10 @@ def evaluate(ctx: EvalContext, options: dict) -> EvalResult:
     if not stories:
         return EvalResult(NAME, VERSION, status="skipped", reason=f"no generated stories ({source})")
     train = ctx.load_corpus().train
-    if opts.max_train_docs is not None:
-        train = train[: opts.max_train_docs]
+    if opts.max_train_docs is not None and opts.max_train_docs < len(train):
+        from evals.scoring import seeded_subset
+
+        train = [train[i] for i in seeded_subset(len(train), opts.max_train_docs, opts.seed)]
     if not train:
         raise DataError(f"{NAME}: the cell's corpus has no training documents to compare with")
     device = ctx.device
@@ -326,7 +331,7 @@ def evaluate(ctx: EvalContext, options: dict) -> EvalResult:
 
     keys = cached_embeddings(train, embed, opts.embedder, cache)
     sims, idx = nearest(embed([s["text"] for s in stories]), keys, opts.chunk_size, device)
-    metrics = _quantiles("novelty", 1.0 - sims)
+    metrics = {**_quantiles("novelty", 1.0 - sims), "train_docs": float(len(train))}
     details: dict = {"embedder": opts.embedder, "stories_from": source, "train_docs": len(train),
                      "units": "novelty: 1 - cosine similarity to the nearest training document (0..2); "
                               "overlap: fraction of a story's word n-grams found verbatim in training"}

@@ -5,7 +5,8 @@ For the validation split (and the test split, where the corpus has one) it repor
 - `<split>_loss`: mean negative log-likelihood in nats per token;
 - `<split>_ppl`: exp of that, per token (only comparable between cells with the same tokenizer);
 - `<split>_bpb`: bits per UTF-8 byte, loss / ln 2 / (bytes per token). Bytes are the UTF-8 bytes of
-  the split's cleaned documents plus 1 per document for the separator (the EOT token that closes
+  the split's cleaned documents plus 1 per document for the separator, as counted in the token
+  cache's meta.json when the context has it (`split_sizes`), else counted from the corpus (the EOT token that closes
   every document is predicted too, so it is charged one byte). This is the tokenizer-independent
   number: char, word and BPE models compare on it;
 - `<split>_word_ppl` (word tokenizers only): exp(total nats / words), words being whitespace-split
@@ -52,15 +53,17 @@ def evaluate(ctx: EvalContext, options: dict) -> EvalResult:
     window = opts.window or model.block_size or ctx.config.train.seq_len or 256
     if opts.stride is not None and not 1 <= opts.stride <= window:
         raise ConfigError(f"eval.options.{NAME}.stride: must be between 1 and the window ({window})")
-    corpus = ctx.load_corpus() if ctx.load_corpus is not None else None
+    # byte and word counts: the token cache's meta.json, else counted from the corpus
+    sizes = ctx.split_sizes
+    corpus = ctx.load_corpus() if sizes is None and ctx.load_corpus is not None else None
     word_level = getattr(ctx.tokenizer, "kind", "") == "word"
     metrics: dict[str, float] = {}
     details: dict = {"window": window, "stride": None if recurrent else (opts.stride or window),
                      "units": "loss: nats/token; bpb: bits per UTF-8 byte (+1 byte per document)"}
     n_total = 0
     for split in ("val", "test"):
-        docs = _docs(corpus, split)
-        if corpus is not None and docs is None:
+        counts = sizes.get(split) if sizes is not None else _counts(corpus, split)
+        if (sizes is not None or corpus is not None) and counts is None:
             continue
         try:
             tokens = ctx.load_tokens(split)
@@ -79,23 +82,24 @@ def evaluate(ctx: EvalContext, options: dict) -> EvalResult:
         metrics[f"{split}_loss"] = loss
         metrics[f"{split}_ppl"] = math.exp(min(loss, 700.0))
         metrics[f"{split}_tokens"] = res.tokens
-        if docs is not None:
-            n_bytes = sum(len(d.encode("utf-8")) for d in docs) + len(docs)
-            metrics[f"{split}_bpb"] = loss / math.log(2) / (n_bytes / len(tokens))
-            details[f"{split}_bytes"] = n_bytes
+        if counts is not None:
+            metrics[f"{split}_bpb"] = loss / math.log(2) / (counts["bytes"] / len(tokens))
+            details[f"{split}_bytes"] = counts["bytes"]
             if word_level:
-                words = sum(len(d.split()) for d in docs) + len(docs)
-                metrics[f"{split}_word_ppl"] = math.exp(min(loss * len(tokens) / words, 700.0))
-                details[f"{split}_words"] = words
+                metrics[f"{split}_word_ppl"] = math.exp(min(loss * len(tokens) / counts["words"], 700.0))
+                details[f"{split}_words"] = counts["words"]
         n_total += res.tokens
     if not metrics:
         raise ConfigError(f"{NAME}: the cell has no validation tokens to score")
-    if corpus is None:
+    if sizes is None and corpus is None:
         details["note"] = "no corpus available: bits per byte not computed"
     return EvalResult(NAME, VERSION, metrics=metrics, n=n_total, details=details)
 
 
-def _docs(corpus, split: str) -> list[str] | None:
-    if corpus is None:
+def _counts(corpus, split: str) -> dict | None:
+    """UTF-8 bytes and whitespace words of a split, plus one of each per document (its EOT)."""
+    docs = getattr(corpus, split, None) if corpus is not None else None
+    if docs is None:
         return None
-    return getattr(corpus, split, None)
+    return {"bytes": sum(len(d.encode("utf-8")) for d in docs) + len(docs),
+            "words": sum(len(d.split()) for d in docs) + len(docs)}

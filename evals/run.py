@@ -94,6 +94,7 @@ def cell_context(cell_dir: Path, device: str, overrides: dict) -> tuple[EvalCont
     from research.checkpoint import load_cell, read_config
     from research.config import RunConfig, set_dotted
     from research.data import load_corpus
+    from research.data.tokens import prepare_tokens
 
     raw = read_config(cell_dir).to_dict()
     for key, value in overrides.items():
@@ -104,19 +105,21 @@ def cell_context(cell_dir: Path, device: str, overrides: dict) -> tuple[EvalCont
     check_eval_config(cfg.eval)
     cell = load_cell(cell_dir, device=device)
     corpus_cache: dict = {}
+    cache_dir = Path(cell_dir).resolve().parent.parent / "_cache"
 
     def corpus():
         if "corpus" not in corpus_cache:
             corpus_cache["corpus"] = load_corpus(cfg.data)
         return corpus_cache["corpus"]
 
+    # the grid's token cache (memory-mapped), built again from the data if it was deleted
+    cached = prepare_tokens(cfg.data, cfg.tokenizer, cache_dir)
+
     def tokens(split: str):
-        docs = corpus().split(split)  # KeyError when the corpus has no such split
-        return cell.tokenizer.encode_docs(docs)
+        return cached.splits[split]  # KeyError when the corpus has no such split
 
     ctx = EvalContext(model=cell.model, tokenizer=cell.tokenizer, config=cfg, device=device, cell_dir=Path(cell_dir),
-                      load_corpus=corpus, cache_dir=Path(cell_dir).resolve().parent.parent / "_cache",
-                      load_tokens=tokens)
+                      load_corpus=corpus, cache_dir=cache_dir, load_tokens=tokens, split_sizes=cached.meta["splits"])
     return ctx, cfg.eval.options
 
 

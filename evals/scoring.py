@@ -117,11 +117,20 @@ def score_token_pairs(model, pairs: Sequence[tuple[list[int], list[int]]], batch
                 x[r, :L] = torch.as_tensor(inp)
                 y[r, L - n : L] = torch.as_tensor(targets)
                 mask[r, L - n : L] = True
-            logits = model(x.to(device))
-            y, mask = y.to(device), mask.to(device)
-            logp = -token_nats(logits, y)
-            job_logp[rows] = logp.double().masked_fill(~mask, 0.0).sum(-1).cpu().numpy()
-            job_greedy[rows] = ((logits.argmax(-1) == y) | ~mask).all(-1).cpu().numpy()
+            x, y, mask = x.to(device), y.to(device), mask.to(device)
+            where = mask.flatten().nonzero().squeeze(1)  # scored positions, row-major
+            logits = scored_logits(model, x, where)
+            if logits is None:  # a model without a final lm_head: every position, then the scored ones
+                full = model(x)
+                logits = full.reshape(-1, full.shape[-1]).index_select(0, where)
+            targets = y.flatten().index_select(0, where)
+            row = torch.div(where, width, rounding_mode="floor")
+            logp = torch.zeros(len(batch), dtype=torch.float64, device=logits.device)
+            logp.index_add_(0, row, -token_nats(logits, targets).double())
+            miss = torch.zeros(len(batch), dtype=torch.long, device=logits.device)
+            miss.index_add_(0, row, (logits.argmax(-1) != targets).long())
+            job_logp[rows] = logp.cpu().numpy()
+            job_greedy[rows] = (miss == 0).cpu().numpy()
     finally:
         model.train(was_training)
     totals = np.zeros(len(pairs), dtype=np.float64)
@@ -132,6 +141,32 @@ def score_token_pairs(model, pairs: Sequence[tuple[list[int], list[int]]], batch
         counts[i] += len(jobs[j][1])
         greedy[i] &= job_greedy[j]
     return [Score(float(t), int(c), bool(g)) for t, c, g in zip(totals, counts, greedy)]
+
+
+def scored_logits(model, x: torch.Tensor, where: torch.Tensor) -> torch.Tensor | None:
+    """Logits at the flat positions `where` of `x` only, (len(where), V), or None for a model
+    whose forward does not end in `lm_head`.
+
+    The final hidden states are gathered before the output projection (a pre-hook on `lm_head`),
+    so the projection and the softmax run only where a continuation token is scored: in a
+    multiple-choice item most positions are the shared context, and for a small model the
+    vocabulary projection is most of the compute.
+    """
+    head = getattr(model, "lm_head", None)
+    if not isinstance(head, torch.nn.Module):
+        return None
+
+    def gather(module, args):
+        h = args[0]
+        return (h.reshape(-1, h.shape[-1]).index_select(0, where),)
+
+    handle = head.register_forward_pre_hook(gather)
+    try:
+        out = model(x)
+    finally:
+        handle.remove()
+    out = out[0] if isinstance(out, tuple) else out
+    return out if out.dim() == 2 and out.shape[0] == len(where) else None
 
 
 def score_continuations(model, tokenizer, pairs: Sequence[tuple[str, str]], batch_size: int = 32,

@@ -43,6 +43,8 @@ class CleanConfig:
     drop_incomplete: bool = False  # drop documents that do not end a sentence
     min_chars: int = ranged(1, ge=0)  # drop documents shorter than this after cleaning
     restrict_vocab: int | None = ranged(None, ge=1)  # keep only documents whose words are all in the top-N of train
+    # bytes that are not UTF-8: "replace" them with U+FFFD (counted per split) or "error" naming file and byte
+    invalid_utf8: Literal["replace", "error"] = "replace"
 
 
 @dataclass
@@ -63,7 +65,8 @@ class DataConfig:
     source: str = ranged("builtin", choices=SOURCES, kind="data source")
     # local file or folder (file source, or a preset's local copy); checked by check_runnable
     path: str | None = ranged(None, nonempty=True)
-    format: Literal["auto", "text", "jsonl", "parquet"] = "auto"
+    # auto: by extension; ".json" is a JSON array (llama2.c's TinyStories shards) or JSON Lines, by its first byte
+    format: Literal["auto", "text", "jsonl", "json", "parquet"] = "auto"
     text_field: str = ranged("text", nonempty=True)  # JSON Lines / Parquet column holding the text
     # document separator in plain-text files ("" = one document)
     separator: str = ranged("<|endoftext|>", free="any text separates documents; '' keeps one document")
@@ -71,6 +74,11 @@ class DataConfig:
     test_fraction: float = ranged(0.0, ge=0.0, lt=1.0)  # held-out test share, for sources without their own test split
     split_seed: int = ranged(0, free=ANY_SEED)
     max_docs: int | None = ranged(None, ge=1)  # cap on training documents (after cleaning), for quick runs
+    # validation size: held-out documents (instead of val_fraction), or the first N documents of an official split
+    val_docs: int | None = ranged(None, ge=1)
+    val_tokens: int | None = ranged(None, ge=1)  # stop the stored validation split after the document reaching N tokens
+    # processes encoding the token cache (output identical for any value); None: the CPUs this process may use
+    num_proc: int | None = ranged(None, ge=1)
     n_docs: int = ranged(4000, ge=2)  # builtin: stories generated (train + held-out)
     grammar_seed: int = ranged(0, free=ANY_SEED)  # builtin: seed of the story sampler
     clean: CleanConfig = field(default_factory=CleanConfig)
@@ -97,6 +105,9 @@ class TokenizerConfig:
     # word: "words" splits punctuation off words; "whitespace" keeps a pre-tokenised corpus's own
     # tokens (PTB, WikiText), so per-token perplexity matches the published per-word figures
     split: Literal["words", "whitespace"] = "words"
+    # the tokenizer is trained on a seeded sample of about this many bytes of the training split
+    # (every document when the split is smaller; None: always every document); recorded in meta.json
+    train_bytes: int | None = ranged(100_000_000, ge=1)
 
     def validate(self) -> None:
         if self.kind == "bpe" and self.vocab_size is None:
@@ -186,7 +197,9 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    val_max_tokens: int | None = ranged(None, ge=1)  # cap on tokens scored in the final full pass (None = all)
+    # cap on tokens scored in the final exact pass (reported as val_tokens); None scores the whole split.
+    # 2M tokens: about a minute for a small model on one CPU core, so a full-size corpus cannot make it hours
+    val_max_tokens: int | None = ranged(2_000_000, ge=1)
     samples: int = ranged(4, ge=0)  # stories generated per prompt
     sample_tokens: int = ranged(200, ge=1)
     temperature: float = ranged(0.8, ge=0)

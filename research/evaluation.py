@@ -43,13 +43,19 @@ def split_loss(model, tokens: np.ndarray, seq_len: int, batch_size: int = 32, de
                max_tokens: int | None = None, eot_id: int | None = None) -> SplitLoss:
     was_training = model.training
     model.eval()
-    tokens = np.asarray(tokens if max_tokens is None else tokens[: max_tokens + 1], dtype=np.int64)
+    # a slice of the memory-mapped split: windows are read (and widened to int64) one batch at a time
+    tokens = tokens if isinstance(tokens, np.ndarray) else np.asarray(tokens)
+    tokens = tokens if max_tokens is None else tokens[: max_tokens + 1]
     try:
         if model.recurrent:
             return _stream_loss(model, tokens, seq_len, batch_size, device, eot_id)
         return _window_loss(model, tokens, seq_len, batch_size, device)
     finally:
         model.train(was_training)
+
+
+def _long(ids: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(ids, dtype=np.int64))
 
 
 def _window_loss(model, tokens, seq_len, batch_size, device) -> SplitLoss:
@@ -59,11 +65,11 @@ def _window_loss(model, tokens, seq_len, batch_size, device) -> SplitLoss:
     rest = (len(tokens) - 1) - n_windows * seq_len
     for i in range(0, n_windows, batch_size):
         idx = starts[i : i + batch_size, None] + np.arange(seq_len + 1)[None, :]
-        chunk = torch.from_numpy(tokens[idx]).to(device)
+        chunk = _long(tokens[idx]).to(device)
         nats += token_nats(model(chunk[:, :-1]), chunk[:, 1:]).sum().item()
         count += chunk[:, 1:].numel()
     if rest > 0:  # the tail shorter than one window
-        chunk = torch.from_numpy(tokens[n_windows * seq_len :][None, :]).to(device)
+        chunk = _long(tokens[n_windows * seq_len :][None, :]).to(device)
         nats += token_nats(model(chunk[:, :-1]), chunk[:, 1:]).sum().item()
         count += chunk.shape[1] - 1
     return SplitLoss(nats, count)
@@ -80,7 +86,7 @@ def _stream_loss(model, tokens, seq_len, batch_size, device, eot_id) -> SplitLos
         T = min(seq_len, n - k)
         starts = np.arange(batch_size) * n + k
         idx = starts[:, None] + np.arange(T + 1)[None, :]
-        chunk = torch.from_numpy(streams[idx]).to(device)
+        chunk = _long(streams[idx]).to(device)
         x, y = chunk[:, :-1], chunk[:, 1:]
         logits, state = model.step(x, state, (x == eot_id) if reset_at_eot else None)
         nats += token_nats(logits, y).sum().item()

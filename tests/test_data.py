@@ -159,7 +159,7 @@ def test_token_cache_is_reused(tmp_path, monkeypatch):
     def fail(*a, **k):
         raise AssertionError("tokenized twice")
 
-    monkeypatch.setattr(tokens_mod, "_build", fail)
+    monkeypatch.setattr(tokens_mod, "build_cache", fail)
     second = prepare_tokens(data, tok, tmp_path)
     assert second.path == first.path
     assert np.array_equal(first.splits["train"], second.splits["train"])

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from research.config import RunConfig
-from research.data import facts
+from research.data import facts, load_corpus
 from research.data.corpus import CONTEXT_END
 from research.data.spans import encode_with_spans, plain, split_span
 
@@ -30,7 +30,7 @@ def _names_in(text: str) -> set[str]:
 @pytest.mark.parametrize("facts_in", ["weights", "context"])
 def test_held_out_people_appear_in_no_training_document(facts_in):
     cfg = data_cfg(facts_in)
-    corpus = facts.facts_corpus(cfg)
+    corpus = load_corpus(cfg)
     world = facts.build_world(cfg.facts)
     held = {p.name for p in world.held_out}
     text = "\n".join(corpus.train + corpus.val)
@@ -43,7 +43,7 @@ def test_held_out_people_appear_in_no_training_document(facts_in):
 
 
 def test_the_two_regimes_and_seeding():
-    weights, context = facts.facts_corpus(data_cfg("weights")), facts.facts_corpus(data_cfg("context"))
+    weights, context = load_corpus(data_cfg("weights")), load_corpus(data_cfg("context"))
     assert not any(CONTEXT_END in d for d in weights.train)
     assert any(d.count(". ") >= 3 and "Q:" not in d for d in weights.train)  # fact documents
     assert all(CONTEXT_END in d for d in context.train)  # every document starts with its facts
@@ -51,16 +51,16 @@ def test_the_two_regimes_and_seeding():
     for doc in context.train[:50]:
         ctx, qa = split_span(doc)
         assert qa.rsplit("A: ", 1)[1].rstrip(".") in ctx
-    assert facts.facts_corpus(data_cfg("context")).train == context.train
+    assert load_corpus(data_cfg("context")).train == context.train
     other = data_cfg("context", facts={**FACTS["facts"], "seed": 1})
-    assert facts.facts_corpus(other).train != context.train
+    assert load_corpus(other).train != context.train
 
 
 def test_spans_are_encoded_apart_and_masked():
     from research.tokenizers.char import CharTokenizer
 
     tok = CharTokenizer(sorted(set("abc xyz.")))
-    ids, scored = encode_with_spans(tok, [f"ab c{CONTEXT_END}xyz.", "zz"])
+    ids, scored, _ = encode_with_spans(tok, [f"ab c{CONTEXT_END}xyz.", "zz"])
     assert tok.decode(ids) == "ab cxyz.zz"
     assert ids.tolist().count(tok.eot_id) == 2
     assert scored.tolist() == [0, 0, 0, 0] + [1] * 5 + [1] * 3
@@ -120,7 +120,7 @@ def _tiny_model(vocab: int):
 def _tokenizer(cfg):
     from research.tokenizers.char import CharTokenizer
 
-    corpus = facts.facts_corpus(cfg)
+    corpus = load_corpus(cfg)
     return CharTokenizer(sorted(set(plain("".join(corpus.train)))))
 
 

@@ -62,46 +62,51 @@ def changed_chars(before: str, after: str) -> int:
     return max(len(before), len(after)) - head - tail
 
 
-def clean_docs(docs: list[str], cfg, vocab: set[str] | None = None) -> tuple[list[str], dict]:
-    """The cleaned documents and, per step, the documents it changed or dropped (`<step>`) and
-    the characters involved (`<step>_chars`: the changed span, or the whole dropped document)."""
-    counts: Counter[str] = Counter(docs_in=len(docs), chars_in=sum(map(len, docs)))
-    out = []
+def clean_doc(doc: str, cfg, counts: Counter, vocab: set[str] | None = None) -> str | None:
+    """One cleaned document, or None when it is dropped. `counts` records, per step, the documents
+    it changed or dropped (`<step>`) and the characters involved (`<step>_chars`: the changed span,
+    or the whole dropped document)."""
+    counts["docs_in"] += 1
+    counts["chars_in"] += len(doc)
 
     def step(name: str, before: str, after: str) -> None:
         counts[name] += after != before
         counts[f"{name}_chars"] += changed_chars(before, after)
 
-    def drop(name: str, doc: str) -> None:
+    def drop(name: str, text: str) -> None:
         counts[name] += 1
-        counts[f"{name}_chars"] += len(doc)
+        counts[f"{name}_chars"] += len(text)
 
-    for doc in docs:
-        if cfg.fix_encoding:
-            fixed = fix_mojibake(doc)
-            step("encoding_repaired", doc, fixed)
-            doc = fixed
-        if cfg.normalize != "none":
-            norm = unicodedata.normalize(cfg.normalize, doc)
-            step("normalized", doc, norm)
-            doc = norm
-        doc = doc.strip()
-        if len(doc) < cfg.min_chars:
-            drop("dropped_short", doc)
-            continue
-        if cfg.drop_incomplete and not is_complete(doc):
-            drop("dropped_incomplete", doc)
-            continue
-        if vocab is not None and any(w.lower() not in vocab for w in _WORD.findall(doc)):
-            drop("dropped_vocab", doc)
-            continue
-        out.append(doc)
-    counts["docs_out"] = len(out)
-    counts["chars_out"] = sum(map(len, out))
+    if cfg.fix_encoding:
+        fixed = fix_mojibake(doc)
+        step("encoding_repaired", doc, fixed)
+        doc = fixed
+    if cfg.normalize != "none":
+        norm = unicodedata.normalize(cfg.normalize, doc)
+        step("normalized", doc, norm)
+        doc = norm
+    doc = doc.strip()
+    if len(doc) < cfg.min_chars:
+        drop("dropped_short", doc)
+        return None
+    if cfg.drop_incomplete and not is_complete(doc):
+        drop("dropped_incomplete", doc)
+        return None
+    if vocab is not None and any(w.lower() not in vocab for w in _WORD.findall(doc)):
+        drop("dropped_vocab", doc)
+        return None
+    counts["docs_out"] += 1
+    counts["chars_out"] += len(doc)
+    return doc
+
+
+def clean_docs(docs: list[str], cfg, vocab: set[str] | None = None) -> tuple[list[str], dict]:
+    counts: Counter[str] = Counter(docs_in=0, chars_in=0, docs_out=0, chars_out=0)
+    out = [c for c in (clean_doc(d, cfg, counts, vocab) for d in docs) if c is not None]
     return out, dict(counts)
 
 
-def top_words(docs: list[str], n: int) -> set[str]:
+def top_words(docs, n: int) -> set[str]:
     counts: Counter[str] = Counter()
     for d in docs:
         counts.update(w.lower() for w in _WORD.findall(d))

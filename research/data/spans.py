@@ -29,21 +29,23 @@ def plain(doc: str) -> str:
     return doc.replace(CONTEXT_END, "")
 
 
-def encode_with_spans(tokenizer, docs: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """One flat stream (doc, EOT, doc, EOT, ...) and its uint8 scored mask."""
+def encode_with_spans(tokenizer, docs: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One flat stream (doc, EOT, doc, EOT, ...), its uint8 scored mask and each document's token count."""
     dtype = np.uint16 if tokenizer.vocab_size <= 65535 else np.int32
     ids: list[int] = []
     scored: list[int] = []
+    lens: list[int] = []
     for doc in docs:
         context, text = split_span(doc)
         c = list(tokenizer.encode(context)) if context else []
         t = list(tokenizer.encode(text)) + [tokenizer.eot_id]
         ids += c + t
         scored += [0] * len(c) + [1] * len(t)
-    return np.asarray(ids, dtype=dtype), np.asarray(scored, dtype=np.uint8)
+        lens.append(len(c) + len(t))
+    return np.asarray(ids, dtype=dtype), np.asarray(scored, dtype=np.uint8), np.asarray(lens, dtype=np.int64)
 
 
-def with_context(row: dict, text_field: str, context_field: str) -> str:
+def with_context(row: dict, text: str, context_field: str) -> str:
     """A JSON Lines row as one document: its context (if the row has one) as the unscored span."""
     context = row.get(context_field)
-    return f"{context}{CONTEXT_END}{row[text_field]}" if context else row[text_field]
+    return f"{context}{CONTEXT_END}{text}" if context else text

@@ -6,6 +6,7 @@ one. `decode` turns ids back into readable text (the end-of-text token is droppe
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -47,6 +48,16 @@ class Tokenizer:
             pieces.append(np.asarray(ids, dtype=dtype))
             pieces.append(eot)
         return np.concatenate(pieces) if pieces else np.zeros(0, dtype=dtype)
+
+    def encode_flat(self, docs: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """`encode_docs` and each document's token count (its EOT included), for the streaming build."""
+        dtype = np.uint16 if self.vocab_size <= 65535 else np.int32
+        encoded = self.encode_batch(docs)
+        lens = np.fromiter((len(ids) + 1 for ids in encoded), dtype=np.int64, count=len(encoded))
+        eot = [self.eot_id]
+        ids = np.fromiter(itertools.chain.from_iterable(itertools.chain(e, eot) for e in encoded), dtype=dtype,
+                          count=int(lens.sum()))
+        return ids, lens
 
     # -- persistence ---------------------------------------------------------------------------
     def state(self) -> dict:

@@ -40,7 +40,7 @@ class BPETokenizer(Tokenizer):
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
             show_progress=False,
         )
-        hf.train_from_iterator(docs, trainer=trainer, length=len(docs))
+        hf.train_from_iterator(docs, trainer=trainer, length=len(docs) if hasattr(docs, "__len__") else None)
         return cls(hf, cfg.lowercase)
 
     def encode(self, text: str) -> list[int]:

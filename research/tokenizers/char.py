@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
 import json
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -33,10 +33,19 @@ class CharTokenizer(Tokenizer):
             from research.errors import ConfigError
 
             raise ConfigError("tokenizer.vocab_size: the char tokenizer takes every character seen; remove the key")
-        counts: Counter[str] = Counter()
-        for d in docs:
-            counts.update(d.lower() if cfg.lowercase else d)
-        return cls(sorted(counts), lowercase=cfg.lowercase)
+        # code-point counts with one bincount per ~4M characters (a Counter over characters is ~10x slower)
+        seen = np.zeros(0x110000, dtype=bool)
+        buf: list[str] = []
+        size = 0
+        for d in itertools.chain(docs, [None]):
+            if d is not None:
+                buf.append(d.lower() if cfg.lowercase else d)
+                size += len(d)
+            if size >= 1 << 22 or (d is None and buf):
+                codes = np.frombuffer("".join(buf).encode("utf-32-le"), dtype=np.uint32)
+                seen[np.unique(codes)] = True
+                buf, size = [], 0
+        return cls([chr(c) for c in np.flatnonzero(seen)], lowercase=cfg.lowercase)
 
     def encode(self, text: str) -> list[int]:
         if self.lowercase:
@@ -45,6 +54,18 @@ class CharTokenizer(Tokenizer):
         if codes.size and codes.max() >= 0x10000:
             return [self.stoi.get(c, self.unk_id) for c in text]
         return self._table[codes].tolist()
+
+    def encode_flat(self, docs: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """One table lookup over the whole batch, EOTs inserted at the document ends."""
+        if self.lowercase:
+            docs = [d.lower() for d in docs]
+        codes = np.frombuffer("".join(docs).encode("utf-32-le"), dtype=np.uint32)
+        if codes.size and codes.max() >= 0x10000:
+            return super().encode_flat(docs)
+        chars = np.fromiter((len(d) for d in docs), dtype=np.int64, count=len(docs))
+        dtype = np.uint16 if self.vocab_size <= 65535 else np.int32
+        ids = np.insert(self._table[codes].astype(dtype), np.cumsum(chars), self.eot_id)
+        return ids, chars + 1
 
     def decode(self, ids) -> str:
         return "".join(self.itos[i] for i in ids if i != self.eot_id)

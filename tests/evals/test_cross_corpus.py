@@ -87,7 +87,7 @@ def test_missing_corpus_is_counted_not_dropped(setup, tmp_path):
         f.unlink()
     res = cross_corpus.evaluate(ctx, options)
     assert res.metrics["n_failed"] == 1 and "gone_bpb" not in res.metrics
-    assert "no train file" in res.details["corpora"]["gone"]["error"]
+    assert "no data files" in res.details["corpora"]["gone"]["error"]
 
 
 def test_options_are_checked_before_training(tmp_path):

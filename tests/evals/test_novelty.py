@@ -158,3 +158,17 @@ def test_stories_from_training_samples_or_generated_now(tmp_path):
     assert [r["text"] for r in rows] == ["ab", "ab"]
     assert json.loads((fresh.cell_dir / "evals" / "generation.json").read_text())["n"] == 2
     assert "overlap_8gram" not in res.metrics  # "ab" has fewer than 8 words: not scored, not zero
+
+
+def test_max_train_docs_is_a_seeded_sample_reported_in_the_metrics(tmp_path):
+    train = [f"Story {i}: the {w} went to the market and bought {i} apples." for i, w in
+             enumerate(["cat", "dog", "fox", "owl", "bee", "cow", "pig", "hen"] * 3)]
+    ctx = make_ctx(tmp_path, Corpus(train=train, val=[]))
+    write_jsonl(ctx.cell_dir / "samples" / "generation.jsonl",
+                [{"prompt": "", "completion": d, "text": d} for d in train[:6]])
+    res = novelty.evaluate(ctx, {"max_train_docs": 5, "stripped": False, "seed": 3})
+    keep = sorted(np.random.default_rng(3).choice(len(train), size=5, replace=False).tolist())
+    assert res.metrics["train_docs"] == 5
+    assert {ex["nearest_doc"] for ex in res.details["examples"]} <= {train[i] for i in keep}
+    copied = [ex for ex in res.details["examples"] if ex["text"] in {train[i] for i in keep}]
+    assert all(ex["similarity"] == pytest.approx(1.0, abs=2e-3) for ex in copied)

@@ -65,3 +65,29 @@ def test_max_tokens_and_bad_stride():
     assert res.metrics["val_loss"] == pytest.approx(math.log(tok.vocab_size), rel=1e-6)  # uniform
     with pytest.raises(ConfigError, match="stride"):
         perplexity.evaluate(make_ctx(model, tok, corpus), {"stride": 9})
+
+
+def test_byte_counts_come_from_the_token_cache_without_reading_the_corpus(tmp_path):
+    """With the cache's meta.json counts the corpus is never loaded, and the numbers are the same."""
+    from research.config import DataConfig, TokenizerConfig
+    from research.data import load_corpus
+    from research.data.tokens import prepare_tokens
+
+    path = tmp_path / "c.txt"
+    path.write_text("<|endoftext|>".join(f"Caf\u00e9 {i} is open." for i in range(30)))
+    data = DataConfig(source="file", path=str(path))
+    tokens = prepare_tokens(data, TokenizerConfig(kind="word"), tmp_path / "cache")
+    corpus = load_corpus(data)
+    model = LookupModel(random_table(tokens.tokenizer.vocab_size), block_size=4)
+
+    def no_corpus():
+        raise AssertionError("the corpus was read")
+
+    cached = EvalContext(model=model, tokenizer=tokens.tokenizer, config=RunConfig.from_dict({}),
+                         load_corpus=no_corpus, load_tokens=lambda s: tokens.splits[s],
+                         split_sizes=tokens.meta["splits"])
+    counted = EvalContext(model=model, tokenizer=tokens.tokenizer, config=RunConfig.from_dict({}),
+                          load_corpus=lambda: corpus, load_tokens=lambda s: tokens.splits[s])
+    a, b = perplexity.evaluate(cached, {}).metrics, perplexity.evaluate(counted, {}).metrics
+    assert a["val_bpb"] == pytest.approx(b["val_bpb"], rel=1e-12)
+    assert a["val_word_ppl"] == pytest.approx(b["val_word_ppl"], rel=1e-12)
