@@ -30,6 +30,7 @@ import time
 import uuid
 from pathlib import Path
 
+from ablations import records
 from research.errors import ConfigError, UserError
 from research.io import atomic_write_text
 
@@ -170,7 +171,7 @@ class CellJob:
                 release(claim)
         write_summary(grid, grid_dir)
         if not ok:
-            raise fail_job(f"{cell.id}: job failed with its cell (error.json)")
+            raise fail_job(f"{cell.id}: job failed with its cell ({records.ERROR})")
         return "done"
 
     def _failed_since_submission(self, cell_dir: Path) -> bool:
@@ -211,7 +212,7 @@ def snapshot(grid_path: Path, grid_dir: Path) -> tuple[Path, Path]:
     """Copy the code (every top-level package beside `ablations`) and the grid file into
     `<grid>/.submitit/snapshots/<time>/`, so jobs run what was submitted. Returns (code root, grid file)."""
     root = Path(__file__).resolve().parents[1]
-    dest = grid_dir / ".submitit" / "snapshots" / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    dest = records.submitit_dir(grid_dir) / "snapshots" / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "tests")
     for child in sorted(root.iterdir()):
         if child.is_dir() and child.name != "tests" and (child / "__init__.py").exists():
@@ -293,7 +294,7 @@ def submit_slurm(grid, grid_path: Path, overrides: dict, results_dir: Path, clus
     for (nodes, tasks), cells in layouts.items():
         # -P: no current directory on sys.path, so the snapshot (PYTHONPATH) is what jobs import
         kwargs = {"slurm_python": f"{shlex.quote(sys.executable)} -P"} if cluster == "slurm" else {}
-        executor = submitit.AutoExecutor(folder=str(grid_dir / ".submitit" / "%j"), cluster=cluster, **kwargs)
+        executor = submitit.AutoExecutor(folder=str(records.submitit_dir(grid_dir) / "%j"), cluster=cluster, **kwargs)
         executor.update_parameters(name=f"ablations-{grid.name}", nodes=nodes, tasks_per_node=tasks,
                                    slurm_setup=setup, **params)
         echoed = io.StringIO()  # submitit prints sbatch's stderr before raising it: keep it for the one line
@@ -313,15 +314,15 @@ def submit_slurm(grid, grid_path: Path, overrides: dict, results_dir: Path, clus
 
 
 def record_jobs(grid_dir: Path, submitted: list) -> None:
-    """`<grid>/.submitit/jobs.json`: cell -> its latest job id, so `ablations.status` can name a queued job."""
-    path = grid_dir / ".submitit" / "jobs.json"
+    """The grid's record of cell -> its latest job id, so `ablations.status` can name a queued job."""
+    path = records.jobs_path(grid_dir)
     jobs = json.loads(path.read_text()) if path.exists() else {}
     jobs.update({cell_id: str(job.job_id) for cell_id, job in submitted})
     atomic_write_text(path, json.dumps(jobs, indent=2) + "\n")
 
 
 def submitted_jobs(grid_dir: Path) -> dict:
-    path = Path(grid_dir) / ".submitit" / "jobs.json"
+    path = records.jobs_path(grid_dir)
     try:
         return json.loads(path.read_text())
     except (FileNotFoundError, json.JSONDecodeError):
@@ -339,7 +340,7 @@ def job_outcome(cell_id: str, job, grid_dir: Path) -> str | None:
         from ablations.records import cell_status, read_error
 
         if cell_status(grid_dir / cell_id) == "failed":
-            reason = read_error(grid_dir / cell_id) or "see error.json"
+            reason = read_error(grid_dir / cell_id) or f"see {records.ERROR}"
             return f"{cell_id}: failed (job {job.job_id}): {reason.splitlines()[0]}"
         return (f"{cell_id}: job {job.job_id} ended {job.state} before finishing the cell; submit the same "
                 f"command again to resume it (log: {job.paths.stderr})")

@@ -49,7 +49,7 @@ def write_summary(grid, grid_dir: Path) -> Path:
     columns = COLUMNS[:3] + list(grid.axes) + COLUMNS[3:]
     extra = sorted({k for r in rows for k in r} - set(columns))
     columns += extra
-    path = grid_dir / "summary.csv"
+    path = records.summary_path(grid_dir)
     atomic_write_csv(path, ({k: _fmt(row.get(k)) for k in columns} for row in rows), columns)
     return path
 

@@ -1,9 +1,9 @@
 """What every eval receives and returns.
 
 An eval is a module with `NAME`, `VERSION` and `evaluate(ctx, options) -> EvalResult`. Results
-are written to `<cell>/evals/<name>.json`; the grid summary turns `metrics` into columns named
-`<name>/<metric>`. A result whose status is not "ok" keeps its reason, so tables show the metric
-as missing (with why), never as zero.
+are written to the cell's folder through `research.cell` (`evals/<name>.json`); the grid summary
+turns `metrics` into columns named `<name>/<metric>`. A result whose status is not "ok" keeps
+its reason, so tables show the metric as missing (with why), never as zero.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from research.io import atomic_write_json
+from research import cell
 
 
 @dataclass
@@ -47,6 +47,4 @@ class EvalResult:
 
 
 def write_result(cell_dir: Path, result: EvalResult) -> Path:
-    path = Path(cell_dir) / "evals" / f"{result.name}.json"
-    atomic_write_json(path, result.to_dict())
-    return path
+    return cell.write_eval(cell_dir, result.name, result.to_dict())

@@ -20,17 +20,15 @@ are lowercased `\\w+` runs and punctuation marks, so the number compares across 
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
 from evals.base import EvalContext, EvalResult
+from research import cell
 from research.config import build
 from research.generate import generate_batch
-from research.io import atomic_write_text
 
 NAME = "generation"
 VERSION = 1
@@ -103,14 +101,10 @@ def distinct_n(texts: list[str], n: int) -> float | None:
     return len(set(grams)) / len(grams) if grams else None
 
 
-def write_samples(path: Path, records: list[dict]) -> None:
-    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-
-
 def evaluate(ctx: EvalContext, options: dict) -> EvalResult:
     records = generate_samples(ctx, options)
     if ctx.cell_dir is not None:
-        write_samples(Path(ctx.cell_dir) / "samples" / "generation.jsonl", records)
+        cell.write_samples(ctx.cell_dir, "generation", records)
     return summarize(records)
 
 

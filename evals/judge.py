@@ -57,6 +57,7 @@ from string import Template
 from urllib.parse import urlsplit, urlunsplit
 
 from evals.base import EvalContext, EvalResult
+from research import cell
 from research.config import build
 from research.errors import ConfigError, DataError
 from research.io import atomic_write_json
@@ -67,7 +68,6 @@ NAME = "judge"
 VERSION = 1  # the rubric version: the prompt is prompts/judge_v{VERSION}.txt
 SCORES = ("grammar", "creativity", "consistency", "plot")
 AGE_GROUPS = {"A": "3 or under", "B": "4-5", "C": "6-7", "D": "8-9", "E": "10-12", "F": "13-16"}
-STORY_FILES = ("generation.jsonl", "samples.jsonl")  # preferred first
 RETRIED_STATUS = (408, 409, 429)  # and every 5xx, as the openai client's own retry policy
 MAX_FAILURES_KEPT = 20  # failures listed in details (all are counted in n_failed)
 
@@ -179,11 +179,11 @@ def parse_grade(content: str | None) -> Grade:
 
 
 def read_stories(cell_dir: Path) -> tuple[Path, list[Story]]:
-    folder = Path(cell_dir) / "samples"
-    path = next((folder / n for n in STORY_FILES if (folder / n).exists()), None)
-    if path is None:
-        raise DataError(f"{folder}: no {' or '.join(STORY_FILES)}; run the generation eval first "
-                        f"(or train with eval.samples > 0)")
+    found = cell.sample_files(cell_dir)
+    if not found:
+        names = " or ".join(cell.relative(cell_dir, cell.samples_path(cell_dir, k)) for k in cell.SAMPLE_KINDS)
+        raise DataError(f"{cell_dir}: no {names}; run the generation eval first (or train with eval.samples > 0)")
+    path = found[0]
     stories = []
     for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
         if not line.strip():
@@ -368,10 +368,10 @@ def evaluate(ctx: EvalContext, options: dict) -> EvalResult:
                           reason=f"no API key: ${opts.api_key_env} is not set (export it, or point "
                                  f"eval.options.{NAME}.api_key_env at the variable that holds it)")
     if ctx.cell_dir is None:
-        raise ConfigError(f"{NAME}: needs a cell folder with samples/ (run it with python -m evals.run CELL_DIR)")
+        raise ConfigError(f"{NAME}: needs a cell folder with samples (run it with python -m evals.run CELL_DIR)")
     path, stories = read_stories(ctx.cell_dir)
     stories = stories[: opts.limit] if opts.limit is not None else stories
-    details["stories_file"] = f"samples/{path.name}"
+    details["stories_file"] = cell.relative(ctx.cell_dir, path)
     if not stories:
         return EvalResult(NAME, VERSION, status="failed", details=details, reason=f"{path}: no stories to grade")
     cache = Path(ctx.cache_dir) / NAME if ctx.cache_dir is not None else None

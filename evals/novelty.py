@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import os
 import re
 import tempfile
@@ -53,6 +52,7 @@ import torch
 import torch.nn.functional as F
 
 from evals.base import EvalContext, EvalResult, write_result
+from research import cell
 from research.config import build
 from research.errors import ConfigError, DataError, UserError
 
@@ -277,28 +277,23 @@ def embed_with(model, batch_size: int) -> Callable[[list[str]], np.ndarray]:
 # The eval
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def load_stories(ctx: EvalContext, generation_options: dict) -> tuple[list[dict], str]:
     """Stories as {prompt, completion, text} and where they came from (see the module docstring)."""
-    samples = Path(ctx.cell_dir) / "samples" if ctx.cell_dir is not None else None
-    if samples is not None and (samples / "generation.jsonl").exists():
-        rows = read_jsonl(samples / "generation.jsonl")
+    rows = cell.read_samples(ctx.cell_dir, "generation") if ctx.cell_dir is not None else None
+    if rows is not None:
         return [{"prompt": r["prompt"], "completion": r["completion"], "text": r["text"]} for r in rows], \
-            "samples/generation.jsonl"
-    if samples is not None and (samples / "samples.jsonl").exists():
+            cell.relative(ctx.cell_dir, cell.samples_path(ctx.cell_dir, "generation"))
+    rows = cell.read_samples(ctx.cell_dir, "samples") if ctx.cell_dir is not None else None
+    if rows is not None:
         sep = " " if getattr(ctx.tokenizer, "kind", "") == "word" else ""  # word decoding drops the space
-        rows = read_jsonl(samples / "samples.jsonl")
         return [{"prompt": r["prompt"], "completion": r["text"],
                  "text": r["prompt"] + sep + r["text"] if r["prompt"] else r["text"]} for r in rows], \
-            "samples/samples.jsonl"
+            cell.relative(ctx.cell_dir, cell.samples_path(ctx.cell_dir, "samples"))
     from evals import generation
 
     records = generation.generate_samples(ctx, generation_options)
     if ctx.cell_dir is not None:
-        generation.write_samples(samples / "generation.jsonl", records)
+        cell.write_samples(ctx.cell_dir, "generation", records)
         write_result(ctx.cell_dir, generation.summarize(records))
     return records, "generated now (generation eval)"
 

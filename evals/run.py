@@ -87,11 +87,11 @@ def run_evals(ctx: EvalContext, names: list[str], options: dict | None = None) -
 
 def cell_context(cell_dir: Path, device: str, overrides: dict) -> tuple[EvalContext, dict]:
     """Load a cell and build its EvalContext; `overrides` are dotted `eval.*` keys (--set)."""
-    from research.checkpoint import load_cell, read_config
+    from research.checkpoint import load_cell, load_run_config
     from research.config import RunConfig, set_dotted
     from research.data import load_corpus
 
-    raw = read_config(cell_dir).to_dict()
+    raw = load_run_config(cell_dir).to_dict()
     for key, value in overrides.items():
         if not key.startswith("eval."):
             raise ConfigError(f"--set {key}: only eval.* keys can change after training")

@@ -275,7 +275,7 @@ def test_options_are_checked(cell):
 
 
 def test_stories_come_from_the_generation_eval_when_present(tmp_path):
-    with pytest.raises(DataError, match="no generation.jsonl or samples.jsonl"):
+    with pytest.raises(DataError, match="no samples/generation.jsonl or samples/samples.jsonl"):
         read_stories(tmp_path)
     write_stories(tmp_path, STORIES)
     assert read_stories(tmp_path)[1][0] == Story("Once upon a time", " there was a cat named Tom.")
