@@ -1,7 +1,8 @@
 """Where cells run: this process, several local worker processes, or a SLURM job array.
 
-Every launcher runs the same per-cell code (`ablations.run.run_one`) under the same atomic
-claims (`ablations.claims`), so launchers differ only in how many runners they start and where:
+Every launcher runs the same runner (`ablations.runner.train_claimed`: claim, train, release)
+under the same atomic claims (`ablations.claims`), so launchers differ only in how many runners
+they start and where:
 
 - `local`, one worker: cells in order, in this process.
 - `local`, k workers: k copies of the runner as subprocesses. With GPUs, worker w sees GPU
@@ -30,7 +31,8 @@ import time
 import uuid
 from pathlib import Path
 
-from ablations import records
+from ablations import records, runner
+from ablations.runner import quiet_lightning, say
 from research.errors import ConfigError, UserError
 from research.io import atomic_write_text
 
@@ -93,8 +95,6 @@ def spawn_local_workers(argv: list[str], n_workers: int, gpus: list[str]) -> int
 def fail_job(line: str) -> SystemExit:
     """Say why on the job's log in one line; exiting non-zero makes `sacct` show FAILED (an
     exception would also work, but submitit prints its traceback in the log)."""
-    from ablations.run import say
-
     say(line)
     return SystemExit(1)
 
@@ -112,8 +112,6 @@ class CellJob:
         self.submitted = time.time()
 
     def __call__(self) -> str:
-        from ablations.run import quiet_lightning
-
         cpus = os.environ.get("SLURM_CPUS_PER_TASK")
         if cpus:  # torch would otherwise use every core of the node, not the ones SLURM gave the job
             import torch
@@ -136,10 +134,9 @@ class CellJob:
         raise fail_job(f"cell {self.cell_id} is not in {self.grid_path}; submit the grid again")
 
     def _lead(self, cell, grid, grid_dir: Path) -> str:
-        from ablations.claims import Heartbeat, release, runner_name, try_claim
+        from ablations.claims import runner_name
         from ablations.records import cell_status
-        from ablations.results import write_summary
-        from ablations.run import run_one, say
+        from ablations.summary import write_summary
 
         cell_dir = grid_dir / cell.id
         if cell_status(cell_dir) == "done":
@@ -148,29 +145,24 @@ class CellJob:
         if self._failed_since_submission(cell_dir):
             say(f"{cell.id}: failed in another job (kept; --retry-failed trains it again)")
             return "failed elsewhere"
-        claim = try_claim(grid_dir, cell.id, runner=runner_name())
-        if claim is None:
+        try:
+            outcome = runner.train_claimed(cell, grid_dir, Path(self.results_dir) / "_cache", runner_name(),
+                                           f"[{runner_name()}]")
+        except KeyboardInterrupt:
+            raise fail_job(f"{cell.id}: stopped before its last step (signal or requeue); "
+                           "submit the same command again to resume it from its checkpoint") from None
+        except SystemExit as e:  # Lightning's SIGTERM ends the fit with SystemExit(): not a success
+            if type(e).__name__ != "SIGTERMException":
+                raise
+            raise fail_job(f"{cell.id}: stopped by SIGTERM before its last step; "
+                           "submit the same command again to resume it from its checkpoint") from None
+        if outcome == runner.CLAIMED_ELSEWHERE:
             say(f"{cell.id}: claimed by another runner (skipped)")
             return "claimed elsewhere"
-        with Heartbeat() as heartbeat:
-            heartbeat.claims.add(claim.path)
-            try:
-                if cell_status(cell_dir) == "done":  # finished by another runner since we looked
-                    return "done"
-                ok = run_one(cell, cell_dir, Path(self.results_dir) / "_cache", f"[{runner_name()}]")
-            except KeyboardInterrupt:
-                raise fail_job(f"{cell.id}: stopped before its last step (signal or requeue); "
-                               "submit the same command again to resume it from its checkpoint") from None
-            except SystemExit as e:  # Lightning's SIGTERM ends the fit with SystemExit(): not a success
-                if type(e).__name__ != "SIGTERMException":
-                    raise
-                raise fail_job(f"{cell.id}: stopped by SIGTERM before its last step; "
-                               "submit the same command again to resume it from its checkpoint") from None
-            finally:
-                heartbeat.claims.discard(claim.path)
-                release(claim)
+        if outcome == runner.DONE_ELSEWHERE:
+            return "done"
         write_summary(grid, grid_dir)
-        if not ok:
+        if outcome == runner.FAILED:
             raise fail_job(f"{cell.id}: job failed with its cell ({records.ERROR})")
         return "done"
 

@@ -280,7 +280,7 @@ def build_trainer(cfg, root: Path, logger, callbacks: list) -> L.Trainer:
 def score_splits(model, tokens: TokenData, cfg, seq_len: int, device: str) -> dict:
     """Exact loss over the whole validation (and test) split: every token scored once."""
     out: dict = {}
-    word_level = cfg.tokenizer.kind == "word"
+    word_level = tokens.tokenizer.word_level
     for split, prefix in (("val", "val"), ("test", "test")):
         if split not in tokens.splits:
             continue

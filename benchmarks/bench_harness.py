@@ -233,7 +233,7 @@ def harness_loop(cfg, vocab: int, tokens: np.ndarray, warmup: int, steps: int, d
 
     from torch.utils.data import DataLoader
 
-    from ablations.run import quiet_lightning
+    from ablations.runner import quiet_lightning
     from ablations.train_cell import build_trainer
     from research.data.batches import RandomWindows, fixed_windows
     from research.lightning_module import LMModule

@@ -27,6 +27,7 @@ import torch
 
 from evals.base import EvalContext, EvalResult
 from research import cell
+from research.checks import ranged
 from research.config import build
 from research.generate import generate_batch
 
@@ -49,12 +50,15 @@ WORD_RE = re.compile(r"\w+|[^\w\s]")
 class GenerationOptions:
     prompts: list[str] | None = None  # replaces the prompt set below when given
     story_prompts: bool = True  # add STORY_PROMPTS to the cell's eval.prompts
-    samples: int | None = None  # per prompt; None: eval.samples
-    max_tokens: int | None = None  # new tokens per sample; None: eval.sample_tokens
-    temperature: float | None = None  # None: eval.temperature
-    top_k: int | None = None  # None: eval.top_k (0 turns it off)
-    top_p: float | None = None  # None: eval.top_p (1.0 turns it off)
+    samples: int | None = ranged(None, ge=0)  # per prompt; None: eval.samples
+    max_tokens: int | None = ranged(None, ge=1)  # new tokens per sample; None: eval.sample_tokens
+    temperature: float | None = ranged(None, ge=0)  # None: eval.temperature
+    top_k: int | None = ranged(None, ge=0)  # None: eval.top_k (0 turns it off)
+    top_p: float | None = ranged(None, gt=0, le=1)  # None: eval.top_p (1.0 turns it off)
     seed: int | None = None  # None: train.seed
+
+
+OPTIONS = GenerationOptions  # the eval's `eval.options.generation` keys, checked when the grid loads
 
 
 def prompt_set(ctx: EvalContext, opts: GenerationOptions) -> list[str]:

@@ -58,6 +58,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from evals.base import EvalContext, EvalResult
 from research import cell
+from research.checks import ranged
 from research.config import build
 from research.errors import ConfigError, DataError
 from research.io import atomic_write_json
@@ -77,13 +78,13 @@ class JudgeOptions:
     model: str = "gpt-4o-mini"  # the paper used GPT-4; any chat model the server knows
     base_url: str | None = None  # None = the openai client's default (OPENAI_BASE_URL or api.openai.com)
     api_key_env: str = "OPENAI_API_KEY"  # name of the environment variable holding the key
-    timeout: float = 30.0  # seconds per request (the client's default is 600)
-    max_retries: int = 4  # further attempts per story after the first
-    backoff_base: float = 1.0  # seconds; the wait before retry k is about backoff_base * 2^k
-    max_wait: float = 60.0  # seconds; cap on any single wait, Retry-After included
-    temperature: float = 0.0
-    limit: int | None = None  # grade at most this many stories (file order)
-    workers: int = 4  # concurrent requests
+    timeout: float = ranged(30.0, gt=0)  # seconds per request (the client's default is 600)
+    max_retries: int = ranged(4, ge=0)  # further attempts per story after the first
+    backoff_base: float = ranged(1.0, ge=0)  # seconds; the wait before retry k is about backoff_base * 2^k
+    max_wait: float = ranged(60.0, ge=0)  # seconds; cap on any single wait, Retry-After included
+    temperature: float = ranged(0.0, ge=0)
+    limit: int | None = ranged(None, ge=1)  # grade at most this many stories (file order)
+    workers: int = ranged(4, ge=1)  # concurrent requests
 
     def validate(self) -> None:
         if not self.model:
@@ -102,6 +103,9 @@ class JudgeOptions:
             raise ValueError(f"limit must be >= 1 (or null for all stories), got {self.limit}")
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
+
+
+OPTIONS = JudgeOptions  # the eval's `eval.options.judge` keys, checked when the grid loads
 
 
 @dataclass(frozen=True)

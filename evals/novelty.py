@@ -53,6 +53,7 @@ import torch.nn.functional as F
 
 from evals.base import EvalContext, EvalResult, write_result
 from research import cell
+from research.checks import ranged
 from research.config import build
 from research.errors import ConfigError, DataError, UserError
 
@@ -68,15 +69,18 @@ HASH_BASE = np.uint64(0x9E3779B97F4A7C15)
 @dataclass
 class NoveltyOptions:
     embedder: str = DEFAULT_EMBEDDER  # sentence-transformers name or local folder
-    batch_size: int = 64  # texts per embedding batch
-    chunk_size: int = 16384  # training vectors per similarity block (memory: stories x chunk floats)
-    ngram: int = 8
-    opening_words: int = 4
-    opening_min_share: float = 0.1
+    batch_size: int = ranged(64, ge=1)  # texts per embedding batch
+    chunk_size: int = ranged(16384, ge=1)  # training vectors per similarity block (memory: stories x chunk floats)
+    ngram: int = ranged(8, ge=1)
+    opening_words: int = ranged(4, ge=0)
+    opening_min_share: float = ranged(0.1, ge=0, le=1)
     stripped: bool = True  # also report novelty without the prompt and the shared opening
-    max_train_docs: int | None = None  # compare with the first N training documents only
-    examples: int = 5  # stories shown in details with their nearest documents
+    max_train_docs: int | None = ranged(None, ge=1)  # compare with the first N training documents only
+    examples: int = ranged(5, ge=0)  # stories shown in details with their nearest documents
     generation: dict = field(default_factory=dict)  # generation eval options, when samples must be made
+
+
+OPTIONS = NoveltyOptions  # the eval's `eval.options.novelty` keys, checked when the grid loads
 
 
 # --------------------------------------------------------------------------------------------
@@ -285,7 +289,7 @@ def load_stories(ctx: EvalContext, generation_options: dict) -> tuple[list[dict]
             cell.relative(ctx.cell_dir, cell.samples_path(ctx.cell_dir, "generation"))
     rows = cell.read_samples(ctx.cell_dir, "samples") if ctx.cell_dir is not None else None
     if rows is not None:
-        sep = " " if getattr(ctx.tokenizer, "kind", "") == "word" else ""  # word decoding drops the space
+        sep = " " if ctx.tokenizer.word_level else ""  # word decoding drops the space
         return [{"prompt": r["prompt"], "completion": r["text"],
                  "text": r["prompt"] + sep + r["text"] if r["prompt"] else r["text"]} for r in rows], \
             cell.relative(ctx.cell_dir, cell.samples_path(ctx.cell_dir, "samples"))

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from evals.base import EvalContext, EvalResult
+from research.checks import ranged
 from research.config import build
 from research.errors import ConfigError
 from research.per_position import loss_by_position, sample_windows
@@ -28,11 +29,15 @@ VERSION = 1
 
 @dataclass
 class PerPositionOptions:
-    n_windows: int = 256
-    window: int | None = None  # None: the model's block_size (or train.seq_len, or 256 for recurrent models)
+    n_windows: int = ranged(256, ge=1)
+    # None: the model's block_size (or train.seq_len, or 256 for recurrent models)
+    window: int | None = ranged(None, ge=1)
     seed: int = 0
-    batch_size: int = 32
+    batch_size: int = ranged(32, ge=1)
     split: str = "val"
+
+
+OPTIONS = PerPositionOptions  # the eval's `eval.options.per_position` keys, checked when the grid loads
 
 
 def evaluate(ctx: EvalContext, options: dict) -> EvalResult:

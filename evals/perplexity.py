@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from evals.base import EvalContext, EvalResult
 from evals.scoring import stream_loss
+from research.checks import ranged
 from research.config import build
 from research.errors import ConfigError
 
@@ -37,10 +38,13 @@ VERSION = 1
 
 @dataclass
 class PerplexityOptions:
-    max_tokens: int | None = None  # score only the first N predictions of each split
-    stride: int | None = None  # window advance; None = the window (non-overlapping)
-    window: int | None = None  # tokens per window; None = the model's block_size (or train.seq_len)
-    batch_size: int = 16
+    max_tokens: int | None = ranged(None, ge=1)  # score only the first N predictions of each split
+    stride: int | None = ranged(None, ge=1)  # window advance; None = the window (non-overlapping)
+    window: int | None = ranged(None, ge=1)  # tokens per window; None = the model's block_size (or train.seq_len)
+    batch_size: int = ranged(16, ge=1)
+
+
+OPTIONS = PerplexityOptions  # the eval's `eval.options.perplexity` keys, checked when the grid loads
 
 
 def evaluate(ctx: EvalContext, options: dict) -> EvalResult:
@@ -53,7 +57,7 @@ def evaluate(ctx: EvalContext, options: dict) -> EvalResult:
     if opts.stride is not None and not 1 <= opts.stride <= window:
         raise ConfigError(f"eval.options.{NAME}.stride: must be between 1 and the window ({window})")
     corpus = ctx.load_corpus() if ctx.load_corpus is not None else None
-    word_level = getattr(ctx.tokenizer, "kind", "") == "word"
+    word_level = ctx.tokenizer.word_level
     metrics: dict[str, float] = {}
     details: dict = {"window": window, "stride": None if recurrent else (opts.stride or window),
                      "units": "loss: nats/token; bpb: bits per UTF-8 byte (+1 byte per document)"}

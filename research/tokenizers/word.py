@@ -48,6 +48,7 @@ def detokenize(tokens: list[str]) -> str:
 
 class WordTokenizer(Tokenizer):
     kind = "word"
+    word_level = True
 
     def __init__(self, words: list[str], lowercase: bool = False, split: str = "words"):
         self.words = list(words)
