@@ -82,7 +82,7 @@ class JudgeOptions:
     max_retries: int = ranged(4, ge=0)  # further attempts per story after the first
     backoff_base: float = ranged(1.0, ge=0)  # seconds; the wait before retry k is about backoff_base * 2^k
     max_wait: float = ranged(60.0, ge=0)  # seconds; cap on any single wait, Retry-After included
-    temperature: float = ranged(0.0, ge=0)
+    temperature: float = ranged(0.0, ge=0, le=2)
     limit: int | None = ranged(None, ge=1)  # grade at most this many stories (file order)
     workers: int = ranged(4, ge=1)  # concurrent requests
 
@@ -91,18 +91,7 @@ class JudgeOptions:
             raise ValueError("model: name the judge model, e.g. gpt-4o-mini")
         if not self.api_key_env:
             raise ValueError("api_key_env: name the environment variable holding the API key")
-        if self.timeout <= 0:
-            raise ValueError(f"timeout must be > 0 seconds, got {self.timeout}")
-        if self.max_retries < 0:
-            raise ValueError(f"max_retries must be >= 0, got {self.max_retries}")
-        if self.backoff_base < 0 or self.max_wait < 0:
-            raise ValueError("backoff_base and max_wait must be >= 0 seconds")
-        if not 0.0 <= self.temperature <= 2.0:
-            raise ValueError(f"temperature must be in [0, 2], got {self.temperature}")
-        if self.limit is not None and self.limit < 1:
-            raise ValueError(f"limit must be >= 1 (or null for all stories), got {self.limit}")
-        if self.workers < 1:
-            raise ValueError(f"workers must be >= 1, got {self.workers}")
+        # the numeric fields' ranges are declared on them (ranged) and checked before this
 
 
 OPTIONS = JudgeOptions  # the eval's `eval.options.judge` keys, checked when the grid loads

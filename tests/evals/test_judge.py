@@ -270,7 +270,7 @@ def test_credentials_in_the_base_url_are_not_stored():
 def test_options_are_checked(cell):
     with pytest.raises(ConfigError, match="eval.options.judge.modle: unknown key; did you mean 'model'"):
         evaluate(cell, {"modle": "x"})
-    with pytest.raises(ConfigError, match="timeout must be > 0"):
+    with pytest.raises(ConfigError, match="eval.options.judge.timeout: must be positive, got 0"):
         evaluate(cell, {"timeout": 0})
 
 
