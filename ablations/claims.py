@@ -27,6 +27,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from research.cell import claims_dir
+
 HEARTBEAT_S = 30.0
 
 #: SLURM job states (squeue %T) of a job that has not run yet or waits to run again
@@ -43,10 +45,6 @@ def stale_after() -> float:
 class Claim:
     path: Path
     owner: dict
-
-
-def claims_dir(grid_dir: Path) -> Path:
-    return Path(grid_dir) / ".claims"
 
 
 def slurm_job() -> str | None:

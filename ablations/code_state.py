@@ -13,9 +13,8 @@ import hashlib
 import subprocess
 from pathlib import Path
 
-from research.io import atomic_write_bytes
+from research import cell
 
-DIFF_FILE = "code.diff"
 MAX_UNTRACKED_BYTES = 1_000_000  # an untracked file larger than this is data, not code: named, not copied
 
 
@@ -39,8 +38,9 @@ def working_tree_diff(root: Path) -> tuple[bytes, list[str]]:
 
 
 def git_state(cell_dir: Path | None = None, root: Path | None = None) -> dict:
-    """{"commit", "dirty"} and, for a dirty tree, {"diff": "code.diff", "diff_sha256", "untracked_left_out"},
-    the diff written into `cell_dir`. Outside a git checkout every field is None."""
+    """{"commit", "dirty"} and, for a dirty tree, {"diff": <its file in the cell>, "diff_sha256",
+    "untracked_left_out"}, the diff written into `cell_dir` (research.cell). Outside a git checkout
+    every field is None."""
     root = Path(root) if root else Path(__file__).resolve().parents[1]
     try:
         head = _git(root, "rev-parse", "HEAD")
@@ -50,8 +50,8 @@ def git_state(cell_dir: Path | None = None, root: Path | None = None) -> dict:
                  "dirty": _git(root, "status", "--porcelain").stdout.strip() != b""}
         if state["dirty"] and cell_dir is not None:
             diff, left_out = working_tree_diff(root)
-            atomic_write_bytes(Path(cell_dir) / DIFF_FILE, diff)
-            state.update({"diff": DIFF_FILE, "diff_sha256": hashlib.sha256(diff).hexdigest(),
+            name = cell.write_code_diff(cell_dir, diff)
+            state.update({"diff": name, "diff_sha256": hashlib.sha256(diff).hexdigest(),
                           "untracked_left_out": left_out})
         return state
     except (OSError, subprocess.SubprocessError):

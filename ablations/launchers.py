@@ -1,7 +1,8 @@
 """Where cells run: this process, several local worker processes, or a SLURM job array.
 
-Every launcher runs the same per-cell code (`ablations.run.run_one`) under the same atomic
-claims (`ablations.claims`), so launchers differ only in how many runners they start and where:
+Every launcher runs the same runner (`ablations.runner.train_claimed`: claim, train, release)
+under the same atomic claims (`ablations.claims`), so launchers differ only in how many runners
+they start and where:
 
 - `local`, one worker: cells in order, in this process.
 - `local`, k workers: k copies of the runner as subprocesses. With GPUs, worker w sees GPU
@@ -31,6 +32,8 @@ import time
 import uuid
 from pathlib import Path
 
+from ablations import records, runner
+from ablations.runner import quiet_lightning, say
 from research.errors import ConfigError, UserError
 from research.io import atomic_write_text
 
@@ -96,8 +99,6 @@ def spawn_local_workers(argv: list[str], n_workers: int, gpus: list[str]) -> int
 def fail_job(line: str) -> SystemExit:
     """Say why on the job's log in one line; exiting non-zero makes `sacct` show FAILED (an
     exception would also work, but submitit prints its traceback in the log)."""
-    from ablations.run import say
-
     say(line)
     return SystemExit(1)
 
@@ -120,8 +121,6 @@ class CellJob:
         self.requeueing = False  # checkpoint() has handed submitit this job to requeue
 
     def __call__(self) -> str:
-        from ablations.run import quiet_lightning
-
         cpus = os.environ.get("SLURM_CPUS_PER_TASK")
         if cpus:  # torch would otherwise use every core of the node, not the ones SLURM gave the job
             import torch
@@ -144,11 +143,10 @@ class CellJob:
         raise fail_job(f"cell {self.cell_id} is not in {self.grid_path}; submit the grid again")
 
     def _lead(self, cell, grid, grid_dir: Path) -> str:
-        from ablations.claims import Heartbeat, release, runner_name, try_claim
+        from ablations.claims import runner_name
         from ablations.records import cell_status
         from ablations.requeue import requeued_by_slurm, saved_step
-        from ablations.results import write_summary
-        from ablations.run import run_one, say
+        from ablations.summary import write_summary
 
         cell_dir = grid_dir / cell.id
         if cell_status(cell_dir) == "done":
@@ -157,42 +155,44 @@ class CellJob:
         if self._failed_since_submission(cell_dir):
             say(f"{cell.id}: failed in another job (kept; --retry-failed trains it again)")
             return "failed elsewhere"
-        claim = try_claim(grid_dir, cell.id, runner=runner_name())
-        if claim is None:
+        requeued = {"by_slurm": False}
+
+        def claimed() -> None:
+            record_training_job(grid_dir, cell.id)
+            self.session = {"cell_dir": str(cell_dir), "max_steps": cell.config.train.max_steps,
+                            "start_step": saved_step(cell_dir)}
+            self.requeueing = False
+
+        def keep_claim(e: BaseException) -> bool:
+            """A job that SLURM (or submitit's checkpoint()) requeues keeps the cell: it resumes it."""
+            if isinstance(e, SystemExit) and type(e).__name__ != "SIGTERMException":
+                requeued["by_slurm"] = self.requeueing  # submitit's exit, after checkpoint() reported
+            elif isinstance(e, (KeyboardInterrupt, SystemExit)):
+                # KeyboardInterrupt: the fit stopped early (USR1, a signal); SIGTERMException: Lightning's
+                # SIGTERM (scontrol requeue, preemption, scancel)
+                requeued["by_slurm"] = requeued_by_slurm()
+            return requeued["by_slurm"]
+
+        try:
+            outcome = runner.train_claimed(cell, grid_dir, Path(self.results_dir) / "_cache", runner_name(),
+                                           f"[{runner_name()}]", on_claimed=claimed, keep_claim=keep_claim)
+        except (KeyboardInterrupt, SystemExit) as e:
+            if isinstance(e, SystemExit) and type(e).__name__ != "SIGTERMException":
+                raise
+            if requeued["by_slurm"]:
+                say(f"{cell.id}: requeued by SLURM before its last step; the job resumes it from its "
+                    "checkpoint when it runs again (nothing to do)")
+                raise SystemExit(0) from None  # this run ends; SLURM starts the job again
+            raise fail_job(f"{cell.id}: stopped before its last step (cancelled or signalled); "
+                           "submit the same command again to resume it from its checkpoint") from None
+        if outcome == runner.CLAIMED_ELSEWHERE:
             say(f"{cell.id}: claimed by another runner (skipped)")
             return "claimed elsewhere"
-        record_training_job(grid_dir, cell.id)
-        requeued = False
-        with Heartbeat() as heartbeat:
-            heartbeat.claims.add(claim.path)
-            try:
-                if cell_status(cell_dir) == "done":  # finished by another runner since we looked
-                    return "done"
-                self.session = {"cell_dir": str(cell_dir), "max_steps": cell.config.train.max_steps,
-                                "start_step": saved_step(cell_dir)}
-                self.requeueing = False
-                ok = run_one(cell, cell_dir, Path(self.results_dir) / "_cache", f"[{runner_name()}]")
-            except (KeyboardInterrupt, SystemExit) as e:
-                # KeyboardInterrupt: the fit stopped early (USR1, a signal); SIGTERMException: Lightning's
-                # SIGTERM (scontrol requeue, preemption, scancel); other SystemExit: submitit's exit, after
-                # the requeue checkpoint() has reported, or after it refused one
-                if isinstance(e, SystemExit) and type(e).__name__ != "SIGTERMException":
-                    requeued = self.requeueing
-                    raise
-                requeued = requeued_by_slurm()  # then the claim stays with this job: it resumes the cell
-                if requeued:
-                    say(f"{cell.id}: requeued by SLURM before its last step; the job resumes it from its "
-                        "checkpoint when it runs again (nothing to do)")
-                    raise SystemExit(0) from None  # this run ends; SLURM starts the job again
-                raise fail_job(f"{cell.id}: stopped before its last step (cancelled or signalled); "
-                               "submit the same command again to resume it from its checkpoint") from None
-            finally:
-                heartbeat.claims.discard(claim.path)
-                if not requeued:
-                    release(claim)
+        if outcome == runner.DONE_ELSEWHERE:
+            return "done"
         write_summary(grid, grid_dir)
-        if not ok:
-            raise fail_job(f"{cell.id}: job failed with its cell (error.json)")
+        if outcome == runner.FAILED:
+            raise fail_job(f"{cell.id}: job failed with its cell ({records.ERROR})")
         return "done"
 
     def _failed_since_submission(self, cell_dir: Path) -> bool:
@@ -228,7 +228,7 @@ class CellJob:
         import submitit
 
         from ablations.requeue import UNSIZED_REQUEUES, saved_step, sized_budget, write_requeues
-        from ablations.run import say
+        from ablations.runner import say
 
         if self.session:
             saved = saved_step(Path(self.session["cell_dir"]))
@@ -258,7 +258,7 @@ def snapshot(grid_path: Path, grid_dir: Path) -> tuple[Path, Path]:
     """Copy the code (every top-level package beside `ablations`) and the grid file into
     `<grid>/.submitit/snapshots/<time>/`, so jobs run what was submitted. Returns (code root, grid file)."""
     root = Path(__file__).resolve().parents[1]
-    dest = grid_dir / ".submitit" / "snapshots" / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    dest = records.submitit_dir(grid_dir) / "snapshots" / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "tests")
     for child in sorted(root.iterdir()):
         if child.is_dir() and child.name != "tests" and (child / "__init__.py").exists():
@@ -349,7 +349,7 @@ def submit_slurm(grid, grid_path: Path, overrides: dict, results_dir: Path, clus
         # submitit would stop requeueing after its own count of timeouts: CellJob.checkpoint keeps the budget
         kwargs = ({"slurm_python": f"{shlex.quote(sys.executable)} -P", "slurm_max_num_timeout": SUBMITIT_TIMEOUTS}
                   if cluster == "slurm" else {})
-        executor = submitit.AutoExecutor(folder=str(grid_dir / ".submitit" / "%j"), cluster=cluster, **kwargs)
+        executor = submitit.AutoExecutor(folder=str(records.submitit_dir(grid_dir) / "%j"), cluster=cluster, **kwargs)
         # --kill-on-bad-exit: a rank that fails ends its job's other ranks, which would otherwise wait
         # for it in a collective until the time limit
         executor.update_parameters(name=f"ablations-{grid.name}", nodes=nodes, tasks_per_node=tasks,
@@ -394,7 +394,7 @@ def _update_jobs(grid_dir: Path, new: dict) -> None:
     """Read, update and write jobs.json under an exclusive lock: jobs of several arrays write it at once."""
     import fcntl
 
-    path = Path(grid_dir) / ".submitit" / "jobs.json"
+    path = records.jobs_path(grid_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_name(".jobs.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -404,7 +404,7 @@ def _update_jobs(grid_dir: Path, new: dict) -> None:
 
 
 def submitted_jobs(grid_dir: Path) -> dict:
-    path = Path(grid_dir) / ".submitit" / "jobs.json"
+    path = records.jobs_path(grid_dir)
     try:
         return json.loads(path.read_text())
     except (FileNotFoundError, json.JSONDecodeError):
@@ -422,7 +422,7 @@ def job_outcome(cell_id: str, job, grid_dir: Path) -> str | None:
         from ablations.records import cell_status, read_error
 
         if cell_status(grid_dir / cell_id) == "failed":
-            reason = read_error(grid_dir / cell_id) or "see error.json"
+            reason = read_error(grid_dir / cell_id) or f"see {records.ERROR}"
             return f"{cell_id}: failed (job {job.job_id}): {reason.splitlines()[0]}"
         return (f"{cell_id}: job {job.job_id} ended {job.state} before finishing the cell; submit the same "
                 f"command again to resume it (log: {job.paths.stderr})")

@@ -121,7 +121,7 @@ def submit(grid, grid_path: Path, overrides: dict, root: Path, cluster: str):
 
 def main(argv=None) -> int:
     from ablations.grid import load_grid
-    from ablations.run import results_root, say
+    from ablations.runner import results_root, say
     from research.config import parse_overrides
 
     args = parse_args(argv)

@@ -28,6 +28,7 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
+from ablations.text_table import text_table
 from research.errors import ConfigError, UserError, did_you_mean, run_main
 
 RECIPES = Path(__file__).parent / "grids" / "reproduce"
@@ -141,11 +142,7 @@ def report_row(path: Path, root: Path, overrides: dict) -> dict:
 
 def format_rows(rows: list[dict]) -> str:
     cols = [c for c in COLUMNS if c != "source"]
-    table = [[_show(r.get(c)) for c in cols] for r in rows]
-    widths = [max(len(c), *(len(t[i]) for t in table)) for i, c in enumerate(cols)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(t, widths)) for t in table]
-    return "\n".join(lines)
+    return text_table(cols, [[_show(r.get(c)) for c in cols] for r in rows])
 
 
 def _show(value) -> str:

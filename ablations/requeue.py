@@ -32,6 +32,7 @@ import subprocess
 from pathlib import Path
 
 from ablations.claims import slurm_job
+from research.cell import last_checkpoint
 from research.io import atomic_write_text
 
 #: requeues allowed, when the budget cannot be sized yet (no session has saved a checkpoint)
@@ -54,7 +55,7 @@ def _ignore_sigterm() -> None:
 
 def requeue_job() -> None:
     """`scontrol requeue` this job; a failure is reported (the cell still resumes when submitted again)."""
-    from ablations.run import say
+    from ablations.runner import say
 
     job = slurm_job()
     if job is None or shutil.which("scontrol") is None:
@@ -84,7 +85,7 @@ def saved_step(cell_dir: Path) -> int:
     """The step of the cell's `checkpoints/last.ckpt` (0 without one)."""
     import torch
 
-    path = Path(cell_dir) / "checkpoints" / "last.ckpt"
+    path = last_checkpoint(cell_dir)
     if not path.exists():
         return 0
     return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["global_step"])

@@ -1,10 +1,11 @@
 """Train, score and store one cell: everything a results folder holds about a run.
 
-The cell folder is filled in a fixed order through `ablations.records` (which defines the layout;
+The cell folder is filled in a fixed order through `research.cell` (which defines the layout;
 see also results/README.md): the resolved config first, then Lightning's per-step log while it
-trains, then weights, samples, evals, final metrics and manifest (with `code.diff` when the working
-tree was dirty), and `DONE` last, so a folder without `DONE` is unfinished by definition and the
-runner may resume or redo it.
+trains, then weights, samples, evals, final metrics and manifest (with the code diff when the
+working tree was dirty), and the completion marker last, so a folder without it is unfinished by
+definition and the runner may resume or redo it. The cell's progress record says which of these
+phases it is in, for `ablations.status`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from torch.utils.data import DataLoader
 from ablations import records
 from ablations.code_state import git_state
 from ablations.requeue import requeue_job, saved_step, slurm_plugins
-from research.callbacks import ResumableCheckpoint, StopOnSignal, StoppedBySignal, Throughput
+from research.callbacks import Progress, ResumableCheckpoint, StopOnSignal, StoppedBySignal, Throughput
 from research.checkpoint import save_weights
 from research.config import RunConfig
 from research.csv_log import ResumableCSVLogger
@@ -34,7 +35,6 @@ from research.data.batches import ContiguousStreams, RandomWindows, fixed_window
 from research.data.tokens import TokenData, prepare_tokens
 from research.errors import ConfigError
 from research.evaluation import split_loss
-from research.io import atomic_write_text
 from research.lightning_module import LMModule
 
 log = logging.getLogger(__name__)
@@ -75,14 +75,15 @@ def make_logger(cfg, cell_dir: Path, name: str, resume_step: int = 0):
 def train_cell(cell, cell_dir: Path, cache_root: Path) -> dict:
     """Run one cell into `cell_dir`. Returns its metrics.
 
-    The caller empties `cell_dir` for a fresh start; a folder that still holds
-    `checkpoints/last.ckpt` from a killed or preempted run resumes from it.
+    The caller empties `cell_dir` for a fresh start; a folder that still holds a checkpoint
+    from a killed or preempted run resumes from it.
     """
     cfg = cell.config
     started = time.time()
     cell_dir.mkdir(parents=True, exist_ok=True)
+    records.write_progress(cell_dir, "preparing")
     tokens = prepare_tokens(cfg.data, cfg.tokenizer, cache_root, build=may_tokenize())
-    shutil.copytree(tokens.path / "tokenizer", cell_dir / "tokenizer", dirs_exist_ok=True)
+    shutil.copytree(tokens.path / "tokenizer", records.tokenizer_dir(cell_dir), dirs_exist_ok=True)
 
     module = make_module(cfg, tokens)
     model = module.model
@@ -115,20 +116,23 @@ def train_cell(cell, cell_dir: Path, cache_root: Path) -> dict:
         "sessions": sessions,
     }
     metrics.update(model.architecture_metrics())  # variants: layers applied, unique blocks, receptive field
+    records.write_progress(cell_dir, "scoring", cfg.train.max_steps, cfg.train.max_steps)
     metrics.update(score_splits(model, tokens, cfg, seq_len, device))
     floor = tokens.meta["corpus"].get("floor_bits_per_byte")
     if floor is not None:  # the built-in grammar's exact entropy: no model can go below it
         metrics["floor_bpb"] = floor
 
     metrics.update(records.best_logged_val(cell_dir))
-    save_weights(model, cell_dir / "model.pt")
-    write_samples(model, tokens.tokenizer, cfg, cell_dir / "samples" / "samples.jsonl")
+    save_weights(model, cell_dir)
+    records.write_progress(cell_dir, "sampling", cfg.train.max_steps, cfg.train.max_steps)
+    sample_after_training(model, tokens.tokenizer, cfg, cell_dir)
     if cfg.eval.tasks:
+        records.write_progress(cell_dir, "evaluating", cfg.train.max_steps, cfg.train.max_steps)
         run_cell_evals(model, tokens.tokenizer, cfg, cell_dir, cache_root, tokens, device)
     metrics["wall_s"] = earlier_wall_s + time.time() - started
     records.write_metrics(cell_dir, metrics)
     records.write_manifest(cell_dir, manifest(cell, started, fit_s, device, tokens, cell_dir))
-    shutil.rmtree(cell_dir / "checkpoints", ignore_errors=True)  # model.pt holds the result
+    records.remove_checkpoints(cell_dir)  # the weights hold the result
     records.mark_done(cell_dir)
     return metrics
 
@@ -182,16 +186,15 @@ def resolve_config(module: LMModule, tokens: TokenData, seq_len: int) -> RunConf
 
 
 def resume_checkpoint(cell_dir: Path) -> tuple[Path | None, int]:
-    """`checkpoints/last.ckpt` and its step; (None, 0) for a fresh start."""
+    """The cell's last checkpoint and its step; (None, 0) for a fresh start."""
     step = saved_step(cell_dir)
-    return (cell_dir / "checkpoints" / "last.ckpt" if step else None), step
+    return (records.checkpoints(cell_dir)[0] if step else None), step
 
 
 def fit_module(module: LMModule, tokens: TokenData, cfg, seq_len: int, cell_dir: Path, name: str,
                started: float | None = None) -> Throughput:
     """Train; returns the throughput counter (steps, training seconds, sessions of this cell)."""
     t = cfg.train
-    last = cell_dir / "checkpoints" / "last.ckpt"
     resume_from, start = resume_checkpoint(cell_dir)
     train = tokens.splits["train"]
     if module.recurrent:
@@ -211,10 +214,10 @@ def fit_module(module: LMModule, tokens: TokenData, cfg, seq_len: int, cell_dir:
         module.forget = build_forget(cfg, tokens.tokenizer)
     tokens_per_step = t.batch_size * seq_len
     throughput = Throughput(tokens_per_step, t.log_every, started)
-    callbacks: list = [throughput]
+    callbacks: list = [throughput, Progress(cell_dir, t.log_every)]
     every = t.eval_every if t.checkpoint_every is None else t.checkpoint_every
-    last.parent.mkdir(parents=True, exist_ok=True)
-    checkpoint = ResumableCheckpoint(last.parent, every or t.max_steps)  # every 0: none before the end
+    records.checkpoint_dir(cell_dir).mkdir(parents=True, exist_ok=True)
+    checkpoint = ResumableCheckpoint(cell_dir, every or t.max_steps)  # every 0: none before the end
     if every:
         callbacks.append(checkpoint)
     if slurm_plugins():  # USR1: save at the next step boundary, requeue, stop (see ablations.requeue)
@@ -251,7 +254,7 @@ def per_position_callback(cfg, tokens: TokenData, seq_len: int, cell_dir: Path):
     if not every or cfg.eval.per_position_windows <= 0 or len(val) <= seq_len + 1:
         return None
     return PerPositionLoss(val, seq_len, cfg.eval.per_position_windows, min(every, cfg.train.max_steps),
-                           cell_dir / "per_position.json", seed=0, batch_size=cfg.train.batch_size)
+                           cell_dir, seed=0, batch_size=cfg.train.batch_size)
 
 
 def build_trainer(cfg, root: Path, logger, callbacks: list) -> L.Trainer:
@@ -291,7 +294,7 @@ def build_trainer(cfg, root: Path, logger, callbacks: list) -> L.Trainer:
 def score_splits(model, tokens: TokenData, cfg, seq_len: int, device: str) -> dict:
     """Exact loss over the whole validation (and test) split: every token scored once."""
     out: dict = {}
-    word_level = cfg.tokenizer.kind == "word"
+    word_level = tokens.tokenizer.word_level
     for split, prefix in (("val", "val"), ("test", "test")):
         if split not in tokens.splits:
             continue
@@ -305,7 +308,8 @@ def score_splits(model, tokens: TokenData, cfg, seq_len: int, device: str) -> di
     return out
 
 
-def write_samples(model, tokenizer, cfg, path: Path) -> None:
+def sample_after_training(model, tokenizer, cfg, cell_dir: Path) -> None:
+    """`eval.samples` samples of each prompt, stored as the cell's training samples."""
     from research.generate import generate
 
     e = cfg.eval
@@ -320,9 +324,7 @@ def write_samples(model, tokenizer, cfg, path: Path) -> None:
             # generate stops at (and drops) end-of-text, so a sample shorter than the limit ended there
             lines.append({"prompt": prompt, "sample": i, "text": tokenizer.display(out, e.detokenize),
                           "tokens": len(out), "stopped_at_eot": len(out) < e.sample_tokens})
-    import json
-
-    atomic_write_text(path, "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines))
+    records.write_samples(cell_dir, "samples", lines)
 
 
 def run_cell_evals(model, tokenizer, cfg, cell_dir: Path, cache_root: Path, tokens: TokenData, device: str) -> None:
@@ -351,7 +353,7 @@ def manifest(cell, started: float, fit_s: float, device: str, tokens: TokenData,
         "python": platform.python_version(),
         "torch": torch.__version__,
         "lightning": lightning.__version__,
-        "git": git_state(cell_dir),  # and code.diff in the cell when the tree is dirty
+        "git": git_state(cell_dir),  # and the code diff in the cell when the tree is dirty
         "token_cache": tokens.path.name,
         "data": tokens.meta["corpus"],
         "splits": tokens.meta["splits"],

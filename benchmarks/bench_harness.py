@@ -16,9 +16,12 @@ only at the ends of the timed window, which holds the training steps and nothing
 validation Lightning runs after the last step).
 
 `--repeats N` runs each loop N times, alternating which goes first, and reports median tokens/s
-and the median of the N paired ratios: on a shared 2-core machine throughput drifts by 10-25%
-from one minute to the next (measured here: the same plain loop at 34, 39 and 45 ms/step in
-three consecutive runs), so a single pair can favour whichever ran in the faster minute.
+and the median of the N paired ratios (each CSV column names its statistic: `*_median` over the
+repeats, `harness_over_plain_median_of_pairs` the median of the per-repeat harness/plain ratios,
+which is not the ratio of the two median columns, `*_peak_mem_mb_max` the largest peak): on a
+shared 2-core machine throughput drifts by 10-25% from one minute to the next (measured here: the
+same plain loop at 34, 39 and 45 ms/step in three consecutive runs), so a single pair can favour
+whichever ran in the faster minute.
 
 MFU = (6 N + 12 L d T) * tokens/s / peak FLOP/s, with N the non-embedding parameters (nanoGPT's
 and the PaLM paper's estimate); peak is the device's dense bf16 figure (989 TFLOP/s for an H100
@@ -233,7 +236,7 @@ def harness_loop(cfg, vocab: int, tokens: np.ndarray, warmup: int, steps: int, d
 
     from torch.utils.data import DataLoader
 
-    from ablations.run import quiet_lightning
+    from ablations.runner import quiet_lightning
     from ablations.train_cell import build_trainer
     from research.data.batches import RandomWindows, fixed_windows
     from research.lightning_module import LMModule
@@ -338,11 +341,11 @@ def main(argv=None) -> int:
             "config": name, "device": device_name(args.device), "params": n_params, "batch": b.batch, "seq": b.seq,
             "steps": steps, "repeats": args.repeats, "compile": compile_, "precision": precision,
             "profiled": args.profile is not None,
-            "plain_tokens_per_s": p.tokens_per_s, "harness_tokens_per_s": h.tokens_per_s,
-            "harness_over_plain": statistics.median(pair_ratios),
-            "plain_step_ms": p.step_ms, "harness_step_ms": h.step_ms,
-            "plain_peak_mem_mb": p.peak_mem_mb, "harness_peak_mem_mb": h.peak_mem_mb,
-            "harness_mfu": mfu(model, cfg, h.tokens_per_s, args.device),
+            "plain_tokens_per_s_median": p.tokens_per_s, "harness_tokens_per_s_median": h.tokens_per_s,
+            "harness_over_plain_median_of_pairs": statistics.median(pair_ratios),
+            "plain_step_ms_median": p.step_ms, "harness_step_ms_median": h.step_ms,
+            "plain_peak_mem_mb_max": p.peak_mem_mb, "harness_peak_mem_mb_max": h.peak_mem_mb,
+            "harness_mfu_of_median": mfu(model, cfg, h.tokens_per_s, args.device),
         })
         print(format_row(rows[-1]), file=sys.stderr, flush=True)
     from research.io import atomic_write_csv
@@ -362,19 +365,21 @@ def device_name(device: str) -> str:
 
 
 def format_row(r: dict) -> str:
-    return (f"{r['config']}: plain {r['plain_tokens_per_s']:,.0f} tok/s, harness {r['harness_tokens_per_s']:,.0f} "
-            f"tok/s (x{r['harness_over_plain']:.3f})")
+    return (f"{r['config']}: plain {r['plain_tokens_per_s_median']:,.0f} tok/s, "
+            f"harness {r['harness_tokens_per_s_median']:,.0f} tok/s (x{r['harness_over_plain_median_of_pairs']:.3f})")
 
 
 def table(rows: list[dict]) -> str:
-    head = ["config", "params", "plain tok/s", "harness tok/s", "ratio", "step ms (h)", "peak MB (h)", "MFU (h)"]
+    head = ["config", "params", "plain tok/s (median)", "harness tok/s (median)", "ratio (median of pairs)",
+            "step ms (h)", "peak MB (h)", "MFU (h)"]
     lines = [" | ".join(head)]
     for r in rows:
-        m = r["harness_mfu"]
+        m = r["harness_mfu_of_median"]
         lines.append(" | ".join([
-            r["config"], f"{r['params'] / 1e6:.2f}M", f"{r['plain_tokens_per_s']:,.0f}",
-            f"{r['harness_tokens_per_s']:,.0f}", f"{r['harness_over_plain']:.3f}", f"{r['harness_step_ms']:.1f}",
-            f"{r['harness_peak_mem_mb']:.0f}", f"{100 * m:.1f}%" if m is not None else "-"]))
+            r["config"], f"{r['params'] / 1e6:.2f}M", f"{r['plain_tokens_per_s_median']:,.0f}",
+            f"{r['harness_tokens_per_s_median']:,.0f}", f"{r['harness_over_plain_median_of_pairs']:.3f}",
+            f"{r['harness_step_ms_median']:.1f}",
+            f"{r['harness_peak_mem_mb_max']:.0f}", f"{100 * m:.1f}%" if m is not None else "-"]))
     return "\n".join(lines)
 
 

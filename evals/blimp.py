@@ -43,6 +43,7 @@ import numpy as np
 
 from evals.base import EvalContext, EvalResult
 from evals.scoring import binomial_stderr, load_hf, local_path, read_jsonl, seeded_subset, sentence_logprobs
+from research.checks import ranged
 from research.config import build
 from research.errors import ConfigError, DataError
 
@@ -78,10 +79,13 @@ PARADIGMS = (
 class BlimpOptions:
     path: str | None = None  # folder of <paradigm>.jsonl[.gz] or one JSONL file; None = HF nyu-mll/blimp
     paradigms: list[str] | None = None  # None = all 67
-    limit: int | None = None  # seeded random sample of N pairs per paradigm
+    limit: int | None = ranged(None, ge=1)  # seeded random sample of N pairs per paradigm
     seed: int = 0
-    batch_size: int = 64
+    batch_size: int = ranged(64, ge=1)
     doc_start: bool = False  # also report acc_doc_start (no leading space, ties half; version 1's acc)
+
+
+OPTIONS = BlimpOptions  # the eval's `eval.options.blimp` keys, checked when the grid loads
 
 
 def load_pairs(opts: BlimpOptions) -> dict[str, list[dict]]:

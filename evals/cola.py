@@ -43,6 +43,7 @@ import torch
 
 from evals.base import EvalContext, EvalResult
 from evals.scoring import binomial_stderr, load_hf, local_path, pooled_features, seeded_subset, sentence_logprobs
+from research.checks import ranged
 from research.config import build
 from research.errors import DataError
 
@@ -57,11 +58,14 @@ FILES = {"train": "in_domain_train.tsv", "in_domain": "in_domain_dev.tsv", "out_
 class ColaOptions:
     protocol: Literal["probe", "zero_shot"] = "probe"
     path: str | None = None  # release folder with the TSV files; None = HF nyu-mll/glue cola
-    train_limit: int | None = None  # fit on a seeded random sample of N training sentences
+    train_limit: int | None = ranged(None, ge=1)  # fit on a seeded random sample of N training sentences
     seed: int = 0
-    batch_size: int = 64
-    l2: float = 1e-3  # probe: weight of the L2 penalty (on the weights, not the bias)
-    max_iter: int = 200  # probe: L-BFGS iterations
+    batch_size: int = ranged(64, ge=1)
+    l2: float = ranged(1e-3, ge=0)  # probe: weight of the L2 penalty (on the weights, not the bias)
+    max_iter: int = ranged(200, ge=1)  # probe: L-BFGS iterations
+
+
+OPTIONS = ColaOptions  # the eval's `eval.options.cola` keys, checked when the grid loads
 
 
 @dataclass

@@ -22,17 +22,16 @@ are lowercased `\\w+` runs and punctuation marks, so the number compares across 
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
 from evals.base import EvalContext, EvalResult
+from research import cell
+from research.checks import ranged
 from research.config import build
 from research.generate import generate_batch
-from research.io import atomic_write_text
 
 NAME = "generation"
 VERSION = 2  # 2: word tokens rejoined by research.tokenizers.detokenize (clitics, WikiText joins, case)
@@ -53,12 +52,15 @@ WORD_RE = re.compile(r"\w+|[^\w\s]")
 class GenerationOptions:
     prompts: list[str] | None = None  # replaces the prompt set below when given
     story_prompts: bool = True  # add STORY_PROMPTS to the cell's eval.prompts
-    samples: int | None = None  # per prompt; None: eval.samples
-    max_tokens: int | None = None  # new tokens per sample; None: eval.sample_tokens
-    temperature: float | None = None  # None: eval.temperature
-    top_k: int | None = None  # None: eval.top_k (0 turns it off)
-    top_p: float | None = None  # None: eval.top_p (1.0 turns it off)
+    samples: int | None = ranged(None, ge=0)  # per prompt; None: eval.samples
+    max_tokens: int | None = ranged(None, ge=1)  # new tokens per sample; None: eval.sample_tokens
+    temperature: float | None = ranged(None, ge=0)  # None: eval.temperature
+    top_k: int | None = ranged(None, ge=0)  # None: eval.top_k (0 turns it off)
+    top_p: float | None = ranged(None, gt=0, le=1)  # None: eval.top_p (1.0 turns it off)
     seed: int | None = None  # None: train.seed
+
+
+OPTIONS = GenerationOptions  # the eval's `eval.options.generation` keys, checked when the grid loads
 
 
 def prompt_set(ctx: EvalContext, opts: GenerationOptions) -> list[str]:
@@ -105,14 +107,10 @@ def distinct_n(texts: list[str], n: int) -> float | None:
     return len(set(grams)) / len(grams) if grams else None
 
 
-def write_samples(path: Path, records: list[dict]) -> None:
-    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-
-
 def evaluate(ctx: EvalContext, options: dict) -> EvalResult:
     records = generate_samples(ctx, options)
     if ctx.cell_dir is not None:
-        write_samples(Path(ctx.cell_dir) / "samples" / "generation.jsonl", records)
+        cell.write_samples(ctx.cell_dir, "generation", records)
     return summarize(records)
 
 

@@ -38,6 +38,7 @@ import numpy as np
 
 from evals.base import EvalContext, EvalResult
 from evals.scoring import binomial_stderr, load_hf, local_path, read_jsonl, score_continuations, seeded_subset
+from research.checks import ranged
 from research.config import build
 from research.errors import DataError
 
@@ -56,9 +57,12 @@ SIMPLIFIED_WARNING = (
 class HellaSwagOptions:
     path: str | None = None  # local JSONL file or folder; None = HF `Rowan/hellaswag`
     split: str = "validation"  # HF split
-    limit: int | None = None  # seeded random subset of N items
+    limit: int | None = ranged(None, ge=1)  # seeded random subset of N items
     seed: int = 0
-    batch_size: int = 32
+    batch_size: int = ranged(32, ge=1)
+
+
+OPTIONS = HellaSwagOptions  # the eval's `eval.options.hellaswag` keys, checked when the grid loads
 
 
 @dataclass

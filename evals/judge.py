@@ -66,6 +66,8 @@ from string import Template
 from urllib.parse import urlsplit, urlunsplit
 
 from evals.base import EvalContext, EvalResult
+from research import cell
+from research.checks import ranged
 from research.config import build
 from research.errors import ConfigError, DataError
 from research.io import atomic_write_json
@@ -79,7 +81,6 @@ VERSION = 2
 RUBRIC_VERSION = 1
 SCORES = ("grammar", "creativity", "consistency", "plot")
 AGE_GROUPS = {"A": "3 or under", "B": "4-5", "C": "6-7", "D": "8-9", "E": "10-12", "F": "13-16"}
-STORY_FILES = ("generation.jsonl", "samples.jsonl")  # preferred first
 RETRIED_STATUS = (408, 409, 429)  # and every 5xx, as the openai client's own retry policy
 MAX_FAILURES_KEPT = 20  # failures listed in details (all are counted in n_failed)
 
@@ -89,31 +90,23 @@ class JudgeOptions:
     model: str = "gpt-4o-mini"  # the paper used GPT-4; any chat model the server knows
     base_url: str | None = None  # None = the openai client's default (OPENAI_BASE_URL or api.openai.com)
     api_key_env: str = "OPENAI_API_KEY"  # name of the environment variable holding the key
-    timeout: float = 30.0  # seconds per request (the client's default is 600)
-    max_retries: int = 4  # further attempts per story after the first
-    backoff_base: float = 1.0  # seconds; the wait before retry k is about backoff_base * 2^k
-    max_wait: float = 60.0  # seconds; cap on any single wait, Retry-After included
-    temperature: float = 0.0
-    limit: int | None = None  # grade at most this many stories (file order)
-    workers: int = 4  # concurrent requests
+    timeout: float = ranged(30.0, gt=0)  # seconds per request (the client's default is 600)
+    max_retries: int = ranged(4, ge=0)  # further attempts per story after the first
+    backoff_base: float = ranged(1.0, ge=0)  # seconds; the wait before retry k is about backoff_base * 2^k
+    max_wait: float = ranged(60.0, ge=0)  # seconds; cap on any single wait, Retry-After included
+    temperature: float = ranged(0.0, ge=0, le=2)
+    limit: int | None = ranged(None, ge=1)  # grade at most this many stories (file order)
+    workers: int = ranged(4, ge=1)  # concurrent requests
 
     def validate(self) -> None:
         if not self.model:
             raise ValueError("model: name the judge model, e.g. gpt-4o-mini")
         if not self.api_key_env:
             raise ValueError("api_key_env: name the environment variable holding the API key")
-        if self.timeout <= 0:
-            raise ValueError(f"timeout must be > 0 seconds, got {self.timeout}")
-        if self.max_retries < 0:
-            raise ValueError(f"max_retries must be >= 0, got {self.max_retries}")
-        if self.backoff_base < 0 or self.max_wait < 0:
-            raise ValueError("backoff_base and max_wait must be >= 0 seconds")
-        if not 0.0 <= self.temperature <= 2.0:
-            raise ValueError(f"temperature must be in [0, 2], got {self.temperature}")
-        if self.limit is not None and self.limit < 1:
-            raise ValueError(f"limit must be >= 1 (or null for all stories), got {self.limit}")
-        if self.workers < 1:
-            raise ValueError(f"workers must be >= 1, got {self.workers}")
+        # the numeric fields' ranges are declared on them (ranged) and checked before this
+
+
+OPTIONS = JudgeOptions  # the eval's `eval.options.judge` keys, checked when the grid loads
 
 
 @dataclass(frozen=True)
@@ -258,11 +251,11 @@ def retry_message(reason: str) -> str:
 
 
 def read_stories(cell_dir: Path) -> tuple[Path, list[Story]]:
-    folder = Path(cell_dir) / "samples"
-    path = next((folder / n for n in STORY_FILES if (folder / n).exists()), None)
-    if path is None:
-        raise DataError(f"{folder}: no {' or '.join(STORY_FILES)}; run the generation eval first "
-                        f"(or train with eval.samples > 0)")
+    found = cell.sample_files(cell_dir)
+    if not found:
+        names = " or ".join(cell.relative(cell_dir, cell.samples_path(cell_dir, k)) for k in cell.SAMPLE_KINDS)
+        raise DataError(f"{cell_dir}: no {names}; run the generation eval first (or train with eval.samples > 0)")
+    path = found[0]
     stories = []
     for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
         if not line.strip():
@@ -470,10 +463,10 @@ def evaluate(ctx: EvalContext, options: dict) -> EvalResult:
                           reason=f"no API key: ${opts.api_key_env} is not set (export it, or point "
                                  f"eval.options.{NAME}.api_key_env at the variable that holds it)")
     if ctx.cell_dir is None:
-        raise ConfigError(f"{NAME}: needs a cell folder with samples/ (run it with python -m evals.run CELL_DIR)")
+        raise ConfigError(f"{NAME}: needs a cell folder with samples (run it with python -m evals.run CELL_DIR)")
     path, stories = read_stories(ctx.cell_dir)
     stories = stories[: opts.limit] if opts.limit is not None else stories
-    details["stories_file"] = f"samples/{path.name}"
+    details["stories_file"] = cell.relative(ctx.cell_dir, path)
     if not stories:
         return EvalResult(NAME, VERSION, status="failed", details=details, reason=f"{path}: no stories to grade")
     cache = Path(ctx.cache_dir) / NAME if ctx.cache_dir is not None else None

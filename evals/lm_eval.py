@@ -41,8 +41,9 @@ from pathlib import Path
 
 import torch
 
-from evals.base import EvalContext, EvalResult
+from evals.base import EvalContext, EvalResult, cell_context, run_isolated
 from evals.scoring import score_token_pairs, seeded_subset
+from research.checks import ranged
 from research.config import build
 from research.errors import ConfigError, DataError, UserError, run_main
 
@@ -59,11 +60,14 @@ class LmEvalOptions:
     tasks: list[str] = field(default_factory=list)  # lm-eval task or group names
     data: dict[str, str] = field(default_factory=dict)  # task (or task:split) -> local JSON Lines file
     include_path: str | None = None  # folder of extra task YAMLs
-    limit: int | None = None  # seeded random sample of N items per task
+    limit: int | None = ranged(None, ge=1)  # seeded random sample of N items per task
     seed: int = 0
-    num_fewshot: int | None = None  # None = each task's default
-    batch_size: int = 32
-    max_gen_toks: int = 256  # generation length cap when the task sets none
+    num_fewshot: int | None = ranged(None, ge=0)  # None = each task's default
+    batch_size: int = ranged(32, ge=1)
+    max_gen_toks: int = ranged(256, ge=1)  # generation length cap when the task sets none
+
+
+OPTIONS = LmEvalOptions  # the eval's `eval.options.lm_eval` keys, checked when the grid loads
 
 
 def require_lm_eval():
@@ -99,7 +103,7 @@ def cell_lm_class():
 
         @property
         def max_length(self) -> int | None:
-            return getattr(self.model, "block_size", None)
+            return self.model.block_size
 
         def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs) -> list[int]:
             return list(self.tok.encode(string))
@@ -316,8 +320,6 @@ def parse_args(argv):
 
 
 def main(argv=None) -> int:
-    from evals.run import cell_context, run_evals
-
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     data = {}
@@ -335,7 +337,7 @@ def main(argv=None) -> int:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     ctx, _ = cell_context(args.cell_dir, device, {})
-    (result,) = run_evals(ctx, [NAME], {NAME: options})
+    result = run_isolated(ctx, NAME, lambda: (evaluate, VERSION), options)
     if result.status != "ok":
         print(f"{NAME}: {result.status} ({result.reason})")
         return 1

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import os
 import re
 import tempfile
@@ -53,6 +52,8 @@ import torch
 import torch.nn.functional as F
 
 from evals.base import EvalContext, EvalResult, write_result
+from research import cell
+from research.checks import ranged
 from research.config import build
 from research.errors import ConfigError, DataError, UserError
 
@@ -68,18 +69,21 @@ HASH_BASE = np.uint64(0x9E3779B97F4A7C15)
 @dataclass
 class NoveltyOptions:
     embedder: str = DEFAULT_EMBEDDER  # sentence-transformers name or local folder
-    batch_size: int = 64  # texts per embedding batch
-    chunk_size: int = 16384  # training vectors per similarity block (memory: stories x chunk floats)
-    ngram: int = 8
-    opening_words: int = 4
-    opening_min_share: float = 0.1
+    batch_size: int = ranged(64, ge=1)  # texts per embedding batch
+    chunk_size: int = ranged(16384, ge=1)  # training vectors per similarity block (memory: stories x chunk floats)
+    ngram: int = ranged(8, ge=1)
+    opening_words: int = ranged(4, ge=0)
+    opening_min_share: float = ranged(0.1, ge=0, le=1)
     stripped: bool = True  # also report novelty without the prompt and the shared opening
     # compare with a seeded random sample of N training documents (embedding all of a 2M-story
     # corpus takes days on a CPU); the number compared is the `train_docs` metric
-    max_train_docs: int | None = None
+    max_train_docs: int | None = ranged(None, ge=1)
     seed: int = 0  # of that sample
-    examples: int = 5  # stories shown in details with their nearest documents
+    examples: int = ranged(5, ge=0)  # stories shown in details with their nearest documents
     generation: dict = field(default_factory=dict)  # generation eval options, when samples must be made
+
+
+OPTIONS = NoveltyOptions  # the eval's `eval.options.novelty` keys, checked when the grid loads
 
 
 # --------------------------------------------------------------------------------------------
@@ -280,28 +284,23 @@ def embed_with(model, batch_size: int) -> Callable[[list[str]], np.ndarray]:
 # The eval
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def load_stories(ctx: EvalContext, generation_options: dict) -> tuple[list[dict], str]:
     """Stories as {prompt, completion, text} and where they came from (see the module docstring)."""
-    samples = Path(ctx.cell_dir) / "samples" if ctx.cell_dir is not None else None
-    if samples is not None and (samples / "generation.jsonl").exists():
-        rows = read_jsonl(samples / "generation.jsonl")
+    rows = cell.read_samples(ctx.cell_dir, "generation") if ctx.cell_dir is not None else None
+    if rows is not None:
         return [{"prompt": r["prompt"], "completion": r["completion"], "text": r["text"]} for r in rows], \
-            "samples/generation.jsonl"
-    if samples is not None and (samples / "samples.jsonl").exists():
-        sep = " " if getattr(ctx.tokenizer, "kind", "") == "word" else ""  # word decoding drops the space
-        rows = read_jsonl(samples / "samples.jsonl")
+            cell.relative(ctx.cell_dir, cell.samples_path(ctx.cell_dir, "generation"))
+    rows = cell.read_samples(ctx.cell_dir, "samples") if ctx.cell_dir is not None else None
+    if rows is not None:
+        sep = " " if ctx.tokenizer.word_level else ""  # word decoding drops the space
         return [{"prompt": r["prompt"], "completion": r["text"],
                  "text": r["prompt"] + sep + r["text"] if r["prompt"] else r["text"]} for r in rows], \
-            "samples/samples.jsonl"
+            cell.relative(ctx.cell_dir, cell.samples_path(ctx.cell_dir, "samples"))
     from evals import generation
 
     records = generation.generate_samples(ctx, generation_options)
     if ctx.cell_dir is not None:
-        generation.write_samples(samples / "generation.jsonl", records)
+        cell.write_samples(ctx.cell_dir, "generation", records)
         write_result(ctx.cell_dir, generation.summarize(records))
     return records, "generated now (generation eval)"
 

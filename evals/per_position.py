@@ -24,6 +24,7 @@ import copy
 from dataclasses import dataclass
 
 from evals.base import EvalContext, EvalResult
+from research.checks import ranged
 from research.config import build
 from research.errors import ConfigError
 from research.per_position import loss_by_position, sample_windows
@@ -34,12 +35,16 @@ VERSION = 2
 
 @dataclass
 class PerPositionOptions:
-    n_windows: int = 256
-    window: int | None = None  # None: context_multiple x the model's block_size (or train.seq_len, or 256 for RNNs)
-    context_multiple: int = 1  # the window in units of the training context (4: evaluate to 4T)
+    n_windows: int = ranged(256, ge=1)
+    # None: context_multiple x the model's block_size (or train.seq_len, or 256 for recurrent models)
+    window: int | None = ranged(None, ge=1)
+    context_multiple: int = ranged(1, ge=1)  # the window in units of the training context (4: evaluate to 4T)
     seed: int = 0
-    batch_size: int = 32
+    batch_size: int = ranged(32, ge=1)
     split: str = "val"
+
+
+OPTIONS = PerPositionOptions  # the eval's `eval.options.per_position` keys, checked when the grid loads
 
 
 def evaluate(ctx: EvalContext, options: dict) -> EvalResult:

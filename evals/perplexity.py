@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 from evals.base import EvalContext, EvalResult
 from evals.scoring import stream_loss
+from research.checks import ranged
 from research.config import build
 from research.errors import ConfigError
 
@@ -38,10 +39,13 @@ VERSION = 1
 
 @dataclass
 class PerplexityOptions:
-    max_tokens: int | None = None  # score only the first N predictions of each split
-    stride: int | None = None  # window advance; None = the window (non-overlapping)
-    window: int | None = None  # tokens per window; None = the model's block_size (or train.seq_len)
-    batch_size: int = 16
+    max_tokens: int | None = ranged(None, ge=1)  # score only the first N predictions of each split
+    stride: int | None = ranged(None, ge=1)  # window advance; None = the window (non-overlapping)
+    window: int | None = ranged(None, ge=1)  # tokens per window; None = the model's block_size (or train.seq_len)
+    batch_size: int = ranged(16, ge=1)
+
+
+OPTIONS = PerplexityOptions  # the eval's `eval.options.perplexity` keys, checked when the grid loads
 
 
 def evaluate(ctx: EvalContext, options: dict) -> EvalResult:
@@ -56,7 +60,7 @@ def evaluate(ctx: EvalContext, options: dict) -> EvalResult:
     # byte and word counts: the token cache's meta.json, else counted from the corpus
     sizes = ctx.split_sizes
     corpus = ctx.load_corpus() if sizes is None and ctx.load_corpus is not None else None
-    word_level = getattr(ctx.tokenizer, "kind", "") == "word"
+    word_level = ctx.tokenizer.word_level
     metrics: dict[str, float] = {}
     details: dict = {"window": window, "stride": None if recurrent else (opts.stride or window),
                      "units": "loss: nats/token; bpb: bits per UTF-8 byte (+1 byte per document)"}

@@ -11,25 +11,48 @@ Each eval writes `<cell>/evals/<name>.json` (evals.base.EvalResult), so the grid
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import logging
 import sys
-import time
 from pathlib import Path
 
 from evals import EVALS
-from evals.base import EvalContext, EvalResult, write_result
-from research.errors import ConfigError, UserError, did_you_mean, run_main
+from evals.base import EvalContext, EvalResult, cell_context, run_isolated
+from research.config import build
+from research.errors import ConfigError, did_you_mean, run_main
 
 log = logging.getLogger(__name__)
 
 
-def resolve(name: str):
-    """The eval's `evaluate` function and its VERSION (0 when the module declares none)."""
-    target = EVALS.get(name, key="--evals / eval.tasks")
+def eval_module(name: str, key: str = "--evals / eval.tasks"):
+    """The module of a registered eval, checked for the contract every eval keeps: `NAME` (its
+    registry name), `VERSION` (an int, bumped when scoring changes), `OPTIONS` (the dataclass of
+    its `eval.options.<name>` keys) and `evaluate(ctx, options)`."""
+    target = EVALS.get(name, key=key)
     fn = getattr(target, "evaluate", target)  # an entry may name the module or its function
     module = importlib.import_module(fn.__module__)
-    return fn, getattr(module, "VERSION", 0)
+    version, options = getattr(module, "VERSION", None), getattr(module, "OPTIONS", None)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ConfigError(f"eval '{name}' ({module.__name__}): declares no VERSION; add `VERSION = 1` "
+                          "(bump it whenever its prompt or scoring changes)")
+    if not (isinstance(options, type) and dataclasses.is_dataclass(options)):
+        raise ConfigError(f"eval '{name}' ({module.__name__}): declares no OPTIONS; add `OPTIONS = <its options "
+                          "dataclass>` (an empty @dataclass when it takes none)")
+    return module
+
+
+def resolve(name: str):
+    """The eval's `evaluate` function and its VERSION."""
+    module = eval_module(name)
+    target = EVALS.get(name)
+    return getattr(target, "evaluate", target), module.VERSION
+
+
+def build_options(name: str, options: dict | None, where: str = ""):
+    """`eval.options.<name>` built into the eval's OPTIONS: a typo ("did you mean") or a value out
+    of range is refused with its dotted key, before anything trains or loads."""
+    return build(eval_module(name).OPTIONS, options or {}, f"{where}eval.options.{name}")
 
 
 def check_names(names: list[str]) -> None:
@@ -40,8 +63,9 @@ def check_names(names: list[str]) -> None:
 
 
 def check_eval_config(cfg, where: str = "") -> None:
-    """Every name in `eval.tasks` and every key of `eval.options` is a registered eval, so a typo
-    is refused before training rather than skipped after it."""
+    """Every name in `eval.tasks` and every key of `eval.options` is a registered eval, and each
+    eval's options build into its OPTIONS, so a typo is refused before training rather than
+    skipped (or failed) after it."""
     for i, name in enumerate(cfg.tasks):
         if name not in EVALS:
             raise ConfigError(f"{where}eval.tasks[{i}]: unknown eval '{name}'{did_you_mean(name, EVALS.names())} "
@@ -50,10 +74,14 @@ def check_eval_config(cfg, where: str = "") -> None:
         if key not in EVALS:
             raise ConfigError(f"{where}eval.options.{key}: unknown eval '{key}'{did_you_mean(key, EVALS.names())} "
                               f"(valid: {', '.join(EVALS.names())})")
-    for key in dict.fromkeys([*cfg.tasks, *cfg.options]):
-        check = getattr(importlib.import_module(resolve(key)[0].__module__), "check_options", None)
+    for name in dict.fromkeys([*cfg.tasks, *cfg.options]):
+        options = cfg.options.get(name)
+        if options is not None and not isinstance(options, dict):
+            raise ConfigError(f"{where}eval.options.{name}: expected a mapping of the eval's options, got {options!r}")
+        build_options(name, options, where)
+        check = getattr(importlib.import_module(resolve(name)[0].__module__), "check_options", None)
         if check is not None:  # an eval whose options name files or data configs checks them now
-            check(dict(cfg.options.get(key) or {}), where)
+            check(dict(options or {}), where)
 
 
 def run_evals(ctx: EvalContext, names: list[str], options: dict | None = None) -> list[EvalResult]:
@@ -66,67 +94,15 @@ def run_evals(ctx: EvalContext, names: list[str], options: dict | None = None) -
     options = options or {}
     results = []
     for name in names:
-        started = time.time()
-        version = 0
-        try:
-            fn, version = resolve(name)
-            result = fn(ctx, dict(options.get(name) or {}))
-        except Exception as e:  # isolation is the point: any failure becomes this eval's status
-            if isinstance(e, UserError):
-                reason = str(e)
-            else:
-                reason = f"{type(e).__name__}: {e}"
-                log.exception("eval %s failed", name)
-            result = EvalResult(name, version, status="failed", reason=reason.splitlines()[0] if reason else None)
-        result.details.setdefault("wall_s", round(time.time() - started, 3))
-        if result.status == "ok":
-            log.info("eval %s: %s", name, {k: round(v, 4) for k, v in list(result.metrics.items())[:6]})
-        else:
-            log.warning("eval %s %s: %s", name, result.status, result.reason)
-        if ctx.cell_dir is not None:
-            write_result(ctx.cell_dir, result)
-        results.append(result)
+        results.append(run_isolated(ctx, name, lambda name=name: resolve(name), options.get(name)))
     return results
-
-
-def cell_context(cell_dir: Path, device: str, overrides: dict) -> tuple[EvalContext, dict]:
-    """Load a cell and build its EvalContext; `overrides` are dotted `eval.*` keys (--set)."""
-    from research.checkpoint import load_cell, read_config
-    from research.config import RunConfig, set_dotted
-    from research.data import load_corpus
-    from research.data.tokens import prepare_tokens
-
-    raw = read_config(cell_dir).to_dict()
-    for key, value in overrides.items():
-        if not key.startswith("eval."):
-            raise ConfigError(f"--set {key}: only eval.* keys can change after training")
-        set_dotted(raw, key, value)
-    cfg = RunConfig.from_dict(raw)  # every range checked before the (slow) model load
-    check_eval_config(cfg.eval)
-    cell = load_cell(cell_dir, device=device)
-    corpus_cache: dict = {}
-    cache_dir = Path(cell_dir).resolve().parent.parent / "_cache"
-
-    def corpus():
-        if "corpus" not in corpus_cache:
-            corpus_cache["corpus"] = load_corpus(cfg.data)
-        return corpus_cache["corpus"]
-
-    # the grid's token cache (memory-mapped), built again from the data if it was deleted
-    cached = prepare_tokens(cfg.data, cfg.tokenizer, cache_dir)
-
-    def tokens(split: str):
-        return cached.splits[split]  # KeyError when the corpus has no such split
-
-    ctx = EvalContext(model=cell.model, tokenizer=cell.tokenizer, config=cfg, device=device, cell_dir=Path(cell_dir),
-                      load_corpus=corpus, cache_dir=cache_dir, load_tokens=tokens, split_sizes=cached.meta["splits"])
-    return ctx, cfg.eval.options
 
 
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m evals.run", description=__doc__.splitlines()[0])
     p.add_argument("cell_dir", type=Path, help="a finished cell folder, results/<grid>/<cell>")
-    p.add_argument("--evals", default=None, help="comma-separated eval names (default: the cell's eval.tasks)")
+    p.add_argument("--evals", default=None, help="comma-separated eval names (default: the cell's eval.tasks); "
+                   f"registered: {', '.join(EVALS.names())}")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override an eval.* key, e.g. --set eval.options.blimp.limit=100 (repeatable)")
     p.add_argument("--device", default="auto", help="cpu, cuda, or auto (cuda when available)")
@@ -147,7 +123,7 @@ def main(argv=None) -> int:
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    ctx, options = cell_context(args.cell_dir, device, overrides)
+    ctx, options = cell_context(args.cell_dir, device, overrides, check=check_eval_config)
     names = names if names is not None else list(ctx.config.eval.tasks)
     if not names:
         raise ConfigError(f"{args.cell_dir}: the cell lists no eval.tasks; pass --evals "

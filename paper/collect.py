@@ -19,7 +19,10 @@ from paper.labels import canonical, config_names
 
 
 @dataclass
-class CellRecord:
+class PaperCell:
+    """One cell as tables and figures see it: `ablations.records.CellRecord` (what the disk says)
+    plus its configuration's label and its eval columns flattened into `metrics`."""
+
     grid: str
     cell: str
     config: str  # the configuration's display label (its axis values, readable, without the seed)
@@ -42,7 +45,7 @@ class GridRecord:
     path: Path
     axes: list[str]
     description: str
-    cells: list[CellRecord]
+    cells: list[PaperCell]
     labels: dict = field(default_factory=dict)  # axis -> display names of its values (the grid's `labels`)
     overrides: list = field(default_factory=list)  # the --set overrides the grid ran with
 
@@ -64,7 +67,7 @@ def load_grid_dir(path: Path) -> GridRecord:
                       list(spec.get("overrides") or []))
 
 
-def name_configs(cells: list[CellRecord], axes: list[str], given: dict) -> None:
+def name_configs(cells: list[PaperCell], axes: list[str], given: dict) -> None:
     """Group cells by their recorded axis values and give each group its short and long label."""
     points: dict[str, dict] = {}
     order: dict[str, dict[str, object]] = {a: {} for a in axes}  # axis -> its values in grid-file order
@@ -79,9 +82,9 @@ def name_configs(cells: list[CellRecord], axes: list[str], given: dict) -> None:
         c.config, c.long_config = by_key[canonical(c.axes)]
 
 
-def load_cell_record(grid: str, cell_dir: Path, spec: dict) -> CellRecord:
+def load_cell_record(grid: str, cell_dir: Path, spec: dict) -> PaperCell:
     stored = records.CellRecord.load(Path(cell_dir).parent, spec)
-    rec = CellRecord(grid, stored.id, "", stored.seed, stored.status, path=stored.path, run_config=stored.config,
+    rec = PaperCell(grid, stored.id, "", stored.seed, stored.status, path=stored.path, run_config=stored.config,
                      reason=stored.reason, axes=dict(stored.axes), manifest=records.read_manifest(stored.path))
     rec.evals = set(rec.run_config.get("eval", {}).get("tasks", []))
     if stored.status != "done":

@@ -281,14 +281,17 @@ def attention_figure(grids: list[GridRecord], out_dir: Path) -> str | None:
 
     from research.attention import attention_maps
     from research.checkpoint import load_cell
+    from research.models import MODELS
+
+    def model_class(cell):
+        arch = cell.run_config.get("model", {}).get("arch")
+        return MODELS.get(arch) if arch in MODELS else None
 
     picks = []
-    for want in ("rnn_attention", None):  # None: any attention-based transformer
+    for recurrent in (True, False):  # a recurrent model with attention, then a transformer
         for grid in grids:
-            cell = next((c for c in grid.cells if c.status == "done" and (
-                c.run_config.get("model", {}).get("arch") == want if want else
-                c.run_config.get("model", {}).get("arch") not in ("rnn", "gru", "lstm", "ngram", "rnn_attention"))),
-                None)
+            cell = next((c for c in grid.cells if c.status == "done" and (cls := model_class(c)) is not None
+                         and cls.has_attention_maps and cls.recurrent == recurrent), None)
             if cell is not None:
                 picks.append(cell)
                 break

@@ -10,7 +10,7 @@ generated `.tex`.
 
 from __future__ import annotations
 
-from paper.collect import CellRecord, GridRecord
+from paper.collect import GridRecord, PaperCell
 from paper.labels import canonical, flatten
 from research.errors import UserError
 
@@ -18,7 +18,7 @@ SEED_KEY = "train.seed"
 ALLOW_FLAG = "--allow-mixed"
 
 
-def code_version(cell: CellRecord) -> dict:
+def code_version(cell: PaperCell) -> dict:
     git = cell.manifest.get("git") or {}
     return {"commit": git.get("commit"), "dirty": git.get("dirty"), "diff": git.get("diff"),
             "diff_sha256": git.get("diff_sha256")}
@@ -32,7 +32,7 @@ def _code_name(version: dict) -> str:
     return commit
 
 
-def row_problems(cells: list[CellRecord]) -> list[str]:
+def row_problems(cells: list[PaperCell]) -> list[str]:
     """Why the finished cells of one row must not be averaged: mixed code or configs (empty when fine)."""
     done = [c for c in cells if c.status == "done"]
     problems = []

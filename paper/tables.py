@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass, field
 
 from paper import stats
-from paper.collect import CellRecord, GridRecord
+from paper.collect import GridRecord, PaperCell
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ def latex_escape(text: str) -> str:
     return "".join(out)
 
 
-def value_of(cell: CellRecord, col: Column) -> float | None:
+def value_of(cell: PaperCell, col: Column) -> float | None:
     for key in col.keys:
         v = cell.metrics.get(key)
         if isinstance(v, (int, float)) and math.isfinite(v):
@@ -79,7 +79,7 @@ def value_of(cell: CellRecord, col: Column) -> float | None:
     return None
 
 
-def why_missing(cells: list[CellRecord], col: Column, seeds_only: bool = False) -> str:
+def why_missing(cells: list[PaperCell], col: Column, seeds_only: bool = False) -> str:
     """The reason a configuration has no value for `col` (the first seed's reason)."""
     if seeds_only:
         cells = [c for c in cells if c.status == "done" and value_of(c, col) is None]

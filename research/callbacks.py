@@ -1,9 +1,9 @@
-"""The Lightning callbacks a cell trains with, together: throughput, resumable checkpoints, a
-checkpoint-and-stop on a signal, and the per-position loss curve.
+"""The Lightning callbacks a cell trains with, together: throughput, the progress record,
+resumable checkpoints, a checkpoint-and-stop on a signal, and the per-position loss curve.
 
 `PerPositionLoss` records the curve during training: at the start of training, every
-`every_n_steps` optimizer steps and at the end, it appends {"step", "loss_by_position"} to a JSON
-list at `out_path` (written atomically; the format ablations.records.read_per_position reads).
+`every_n_steps` optimizer steps and at the end, it appends {"step", "loss_by_position"} to the
+cell's per-position record (`research.cell.write_per_position`, atomically).
 Every rank computes (a sharded model needs all ranks in its forward); only global rank 0 writes.
 """
 
@@ -18,8 +18,8 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 
-from research.io import atomic_write_json
-from research.per_position import loss_by_position, read_records, sample_windows
+from research import cell
+from research.per_position import loss_by_position, sample_windows
 
 
 class Throughput(L.Callback):
@@ -76,15 +76,38 @@ class Throughput(L.Callback):
         self._pause()
 
 
+class Progress(L.Callback):
+    """The cell's progress record while it trains (`research.cell.write_progress`): phase
+    "training" and the optimizer step, so a status reader knows the step without parsing the
+    per-step log. Written at the start, then at most every `min_interval_s` seconds (looked at
+    every `every` steps), so it costs the step loop nothing measurable; global rank 0 writes."""
+
+    def __init__(self, cell_dir: Path, every: int, min_interval_s: float = 5.0):
+        self.cell_dir, self.every, self.min_interval_s = Path(cell_dir), max(1, every), min_interval_s
+        self._last = float("-inf")
+
+    def _write(self, trainer) -> None:
+        self._last = time.monotonic()
+        if trainer.is_global_zero:
+            cell.write_progress(self.cell_dir, "training", int(trainer.global_step), trainer.max_steps)
+
+    def on_train_start(self, trainer, pl_module):
+        self._write(trainer)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step % self.every == 0 and time.monotonic() - self._last >= self.min_interval_s:
+            self._write(trainer)
+
+
 class ResumableCheckpoint(L.Callback):
-    """Every `every` steps, the full training state to `checkpoints/last.ckpt`, atomically.
+    """Every `every` steps, the full training state to the cell's last checkpoint, atomically.
 
     `trainer.save_checkpoint` is collective (every rank calls it; rank 0 writes), then rank 0
     renames the finished file into place, so a kill mid-write leaves the previous checkpoint.
     """
 
-    def __init__(self, folder: Path, every: int):
-        self.folder, self.every = Path(folder), every
+    def __init__(self, cell_dir: Path, every: int):
+        self.path, self.every = cell.last_checkpoint(cell_dir), every
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         step = trainer.global_step
@@ -97,10 +120,10 @@ class ResumableCheckpoint(L.Callback):
         counters and the logged rows agree with the weights."""
         for logger in trainer.loggers:  # rows before the checkpoint reach the disk with it
             logger.save()
-        tmp = self.folder / f".last.{os.getpid()}.ckpt"
+        tmp = self.path.with_name(f".{self.path.stem}.{os.getpid()}{self.path.suffix}")
         trainer.save_checkpoint(tmp)
         if trainer.is_global_zero:
-            os.replace(tmp, self.folder / "last.ckpt")
+            os.replace(tmp, self.path)
 
 
 class StoppedBySignal(BaseException):
@@ -154,18 +177,18 @@ class StopOnSignal(L.Callback):
 class PerPositionLoss(L.Callback):
     """Record the per-position loss curve during training (see the module docstring).
 
-    On a resumed run the records already in `out_path` up to the resume step are kept and the
+    On a resumed run the records already in the cell up to the resume step are kept and the
     rest are computed again at the steps an uninterrupted run records, so the file never holds
     two records for one step nor one at a step where the run happened to resume.
     """
 
     def __init__(self, val_tokens: np.ndarray, block_size: int, n_windows: int, every_n_steps: int,
-                 out_path: Path, seed: int = 0, batch_size: int = 32):
+                 cell_dir: Path, seed: int = 0, batch_size: int = 32):
         if every_n_steps <= 0:
             raise ValueError("every_n_steps must be positive")
         self.windows = sample_windows(val_tokens, block_size, n_windows, seed)
         self.every_n_steps = every_n_steps
-        self.out_path = Path(out_path)
+        self.cell_dir = Path(cell_dir)
         self.batch_size = batch_size
         self.records: dict[int, list[float]] = {}
 
@@ -174,12 +197,13 @@ class PerPositionLoss(L.Callback):
         model = getattr(pl_module, "model", pl_module)
         self.records[step] = loss_by_position(model, self.windows, self.batch_size, pl_module.device)
         if trainer.is_global_zero:
-            atomic_write_json(self.out_path, [{"step": s, "loss_by_position": self.records[s]}
-                                              for s in sorted(self.records)])
+            cell.write_per_position(self.cell_dir, [{"step": s, "loss_by_position": self.records[s]}
+                                                    for s in sorted(self.records)])
 
     def on_train_start(self, trainer, pl_module):
         step = int(trainer.global_step)
-        self.records = {r["step"]: r["loss_by_position"] for r in read_records(self.out_path) if r["step"] < step}
+        self.records = {r["step"]: r["loss_by_position"] for r in cell.read_per_position(self.cell_dir)
+                        if r["step"] < step}
         if step % self.every_n_steps == 0:  # a resume between recording steps adds no record of its own
             self._record(trainer, pl_module)
 

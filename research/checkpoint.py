@@ -1,7 +1,7 @@
 """Loading a finished cell back: its model weights, tokenizer and resolved config.
 
-Weights are stored as a plain state dict (`model.pt`) and loaded with `weights_only=True`, so a
-results folder from elsewhere cannot run code on load.
+Where they live is `research.cell`'s business. Weights are stored as a plain state dict and
+loaded with `weights_only=True`, so a results folder from elsewhere cannot run code on load.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import yaml
 
+from research import cell as cell_files
 from research.config import RunConfig
 from research.errors import UserError
 from research.models import build_model
@@ -26,30 +26,28 @@ class LoadedCell:
     cell_dir: Path
 
 
-def save_weights(model: torch.nn.Module, path: Path) -> None:
+def save_weights(model: torch.nn.Module, cell_dir: Path) -> None:
     import io
 
     from research.io import atomic_write_bytes
 
     buf = io.BytesIO()
     torch.save({"state_dict": model.state_dict()}, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(cell_files.weights_path(cell_dir), buf.getvalue())
 
 
-def read_config(cell_dir: Path) -> RunConfig:
-    file = Path(cell_dir) / "config.yaml"
-    if not file.exists():
-        raise UserError(f"{file}: not found; is {cell_dir} a cell folder (results/<grid>/<cell>)?")
-    return RunConfig.from_dict(yaml.safe_load(file.read_text()), where="")
+def load_run_config(cell_dir: Path) -> RunConfig:
+    """The cell's stored config as a checked RunConfig (`research.cell.read_config` gives the dict)."""
+    return RunConfig.from_dict(cell_files.read_config(cell_dir, required=True), where="")
 
 
 def load_cell(cell_dir, device: str = "cpu") -> LoadedCell:
     cell_dir = Path(cell_dir)
-    config = read_config(cell_dir)
-    weights = cell_dir / "model.pt"
+    config = load_run_config(cell_dir)
+    weights = cell_files.weights_path(cell_dir)
     if not weights.exists():
         raise UserError(f"{weights}: no trained weights; the cell has not finished (re-run its grid)")
-    tokenizer = load_tokenizer(cell_dir / "tokenizer")
+    tokenizer = load_tokenizer(cell_files.tokenizer_dir(cell_dir))
     model = build_model(config.model, tokenizer.vocab_size)
     state = torch.load(weights, map_location=device, weights_only=True)["state_dict"]
     if not model.trainable:

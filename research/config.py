@@ -26,6 +26,7 @@ from research.checks import (
     registry_names,
 )
 from research.errors import ConfigError, did_you_mean
+from research.models.config import ModelConfig  # noqa: F401 - the run config's model section, re-exported
 
 SOURCES = registry_names("research.data.sources", "SOURCES")
 TOKENIZERS = registry_names("research.tokenizers", "TOKENIZERS")
@@ -121,15 +122,6 @@ class TokenizerConfig:
 
 #: a byte-level BPE starts from the 256 byte values, plus the end-of-text token
 BPE_MIN_VOCAB = 257
-
-
-@dataclass
-class ModelConfig:
-    """Base of every model's config; `arch` names the registry entry."""
-
-    arch: str = "gpt"
-    # size the model to this many parameters (research.sizing)
-    match_params: float | None = ranged(None, gt=0)
 
 
 @dataclass
@@ -242,7 +234,7 @@ class RunConfig:
 
     def validate(self) -> None:
         """Checks across sections: what one section asks of another."""
-        context = getattr(self.model, "block_size", None)
+        context = self.model.context_length
         if self.train.seq_len is not None and context is not None and self.train.seq_len > context:
             raise ValueError(f"train.seq_len: {self.train.seq_len} is longer than the model's context "
                              f"(model.block_size {context}); lower seq_len or raise block_size")

@@ -1,6 +1,7 @@
 """The one LightningModule: next-token cross-entropy for any registered model.
 
-The network is injected through the model registry; this module holds the loss, the optimizer
+The module builds its network from the run config (`model.arch` through the model registry), so
+a checkpoint's hyperparameters are enough to rebuild it; besides, it holds the loss, the optimizer
 and schedule, and the logging (`train/loss`, `val/loss`, `val/bpb`, `lr`). Losses are in nats per
 token; bits per byte use the split's bytes-per-token ratio, so tokenizers compare fairly.
 

@@ -14,9 +14,6 @@ zero initial state, so position t means "t tokens since the state was reset".
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import torch
 
@@ -50,7 +47,3 @@ def loss_by_position(model, windows: np.ndarray, batch_size: int = 32, device="c
         model.train(was_training)
     return (total / len(windows)).tolist()
 
-
-def read_records(path: Path) -> list[dict]:
-    path = Path(path)
-    return json.loads(path.read_text()) if path.exists() else []

@@ -25,7 +25,7 @@ from research.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-TOLERANCE = 0.02  # relative distance from the target: equal-size comparisons within 2%
+TOLERANCE = 0.01  # relative distance from the target: equal-size comparisons within 1%
 MAX_WIDTH = 1 << 16
 
 
@@ -35,13 +35,15 @@ def count_params(model_cls, cfg, vocab_size: int) -> int:
 
 
 def width_step(cfg) -> int:
-    return cfg.n_head * (2 if getattr(cfg, "pos", None) == "rope" else 1)
+    """The width search's step: the model's own rule for whole heads (GPTConfig.head_multiple)."""
+    return cfg.head_multiple()
 
 
 def match_params(model_cls, cfg, vocab_size: int):
     """Return a copy of `cfg` sized so the model's parameter count is within TOLERANCE of the target."""
     target = float(cfg.match_params)
-    if not {"n_embd", "d_ff", "n_head"} <= {f.name for f in dataclasses.fields(cfg)}:
+    if not {"n_embd", "d_ff", "n_head"} <= {f.name for f in dataclasses.fields(cfg)} or \
+            not callable(getattr(cfg, "head_multiple", None)):
         raise ConfigError(f"model.match_params: arch '{cfg.arch}' has no width (n_embd) to size; remove the key")
     if target <= 0:
         raise ConfigError(f"model.match_params: must be a positive parameter count, got {cfg.match_params}")

@@ -41,6 +41,7 @@ def store_untrained_cell(root: Path, config: dict):
     Returns (cell_dir, model, tokenizer, corpus)."""
     import torch
 
+    from research import cell as cell_files
     from research.checkpoint import save_weights
     from research.config import RunConfig
     from research.data import load_corpus
@@ -54,9 +55,9 @@ def store_untrained_cell(root: Path, config: dict):
     model = build_model(cfg.model, tok.vocab_size)
     cell_dir = Path(root) / "grid" / "cell"
     cell_dir.mkdir(parents=True)
-    (cell_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
-    tok.save(cell_dir / "tokenizer")
-    save_weights(model, cell_dir / "model.pt")
+    cell_files.write_config(cell_dir, cfg.to_dict())
+    tok.save(cell_files.tokenizer_dir(cell_dir))
+    save_weights(model, cell_dir)
     return cell_dir, model, tok, corpus
 
 

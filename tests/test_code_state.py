@@ -8,7 +8,8 @@ import subprocess
 
 import pytest
 
-from ablations.code_state import DIFF_FILE, MAX_UNTRACKED_BYTES, git_state
+from ablations.code_state import MAX_UNTRACKED_BYTES, git_state
+from research.cell import CODE_DIFF as DIFF_FILE
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="git not installed")
 

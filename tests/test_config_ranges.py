@@ -144,3 +144,16 @@ def test_the_issues_examples_fail_the_dry_run_in_one_line(tmp_path, capsys):
         lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
         assert code == 2 and len(lines) == 1 and fragment in lines[0], (override, lines)
     assert not (tmp_path / "r").exists()
+
+
+def test_an_evals_options_are_checked_by_the_dry_run(tmp_path, capsys):
+    """A typo in an eval's options and a value out of its range fail `--dry-run` in one line
+    naming the dotted key, not hours later after training."""
+    grid = write_grid(tmp_path / "g.yaml")
+    cases = {"eval.options.hellaswag.limt=100": "eval.options.hellaswag.limt: unknown key; did you mean 'limit'?",
+             "eval.options.hellaswag.limit=-3": "eval.options.hellaswag.limit: must be >= 1, got -3"}
+    for override, fragment in cases.items():
+        code = run_main(main, [str(grid), "--dry-run", "--set", "eval.tasks=[hellaswag]", "--set", override,
+                               "--results-dir", str(tmp_path / "r")])
+        lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert code == 2 and len(lines) == 1 and fragment in lines[0], (override, lines)

@@ -100,7 +100,7 @@ def stored_cell(root, arch: str):
     cell_dir.mkdir(parents=True)
     (cell_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
     tok.save(cell_dir / "tokenizer")
-    save_weights(build_model(cfg.model, tok.vocab_size), cell_dir / "model.pt")
+    save_weights(build_model(cfg.model, tok.vocab_size), cell_dir)
     return cell_dir
 
 

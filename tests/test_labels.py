@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from ablations.grid import load_grid
-from ablations.run import grid_record
+from ablations.runner import grid_record
 from paper.labels import canonical, config_names
 from research.errors import ConfigError
 from tests.helpers import REPO, write_grid

@@ -58,7 +58,7 @@ def test_selected_table_keeps_the_lr_with_the_lowest_mean_val_loss(tmp_path):
     """The choice comes from the runner's selected.csv (written by ablations.select from summary rows)."""
     from types import SimpleNamespace
 
-    from ablations.results import COLUMNS
+    from ablations.summary import COLUMNS
     from ablations.select import write_selection
     from research.io import atomic_write_csv
 

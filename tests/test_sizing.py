@@ -1,4 +1,4 @@
-"""`model.match_params`: every variant sized to a budget lands within 2%, and the result is recorded."""
+"""`model.match_params`: every variant sized to a budget lands within 1% (TOLERANCE), and the result is recorded."""
 
 from __future__ import annotations
 

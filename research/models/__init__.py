@@ -20,7 +20,7 @@ MODELS = Registry(
         "ngram": "research.models.ngram:NGram",
         "windowed": "research.models.windowed:WindowedGPT",
         "tapered": "research.models.tapered:TaperedGPT",
-        "shared": "research.models.shared:SharedGPT",
+        "shared": "research.models.weight_sharing:SharedGPT",
         "residual_root": "research.models.residual_root:ResidualRootGPT",
         "shared_windowed": "research.models.combined:SharedWindowedGPT",
         "tapered_windowed": "research.models.combined:TaperedWindowedGPT",

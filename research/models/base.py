@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from research.config import ModelConfig
+from research.models.config import ModelConfig
 
 
 class LanguageModel(nn.Module):
@@ -30,6 +30,9 @@ class LanguageModel(nn.Module):
     #: False: fitted by one pass over the training tokens (`fit`) instead of gradient steps, and
     #: restored from its stored tensors with `load_fitted`
     trainable: bool = True
+    #: True: `research.attention.attention_maps` can draw its attention (attention layers, or its
+    #: own `attention_weights`), so the paper's attention figure may pick it
+    has_attention_maps: bool = False
 
     @property
     def resets_at_eot(self) -> bool:

@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from research.models.residual_root import ResidualRootConfig, ResidualRootGPT
-from research.models.shared import SharedConfig, SharedGPT
 from research.models.tapered import TaperedConfig, TaperedGPT
+from research.models.weight_sharing import SharedConfig, SharedGPT
 from research.models.windowed import WindowedConfig, WindowedGPT
 
 

@@ -21,10 +21,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from research.checks import ranged
-from research.config import ModelConfig
 from research.errors import ConfigError
 from research.models.attention_scaling import SCALINGS, make_scaling
 from research.models.base import LanguageModel
+from research.models.config import ModelConfig
 from research.models.window_attention import window_attention
 
 
@@ -36,7 +36,7 @@ class GPTConfig(ModelConfig):
     n_kv_head: int | None = None  # grouped-query attention; None = n_head (plain multi-head)
     n_embd: int = 128
     d_ff: int | None = None  # feed-forward width; None = 4 * n_embd (GELU) or 8/3 * n_embd (SwiGLU)
-    block_size: int = 128
+    block_size: int = 128  # the context length (ModelConfig.context_length)
     dropout: float = 0.0
     pos: Literal["learned", "sinusoidal", "rope", "none"] = "learned"
     norm: Literal["layernorm", "rmsnorm"] = "layernorm"
@@ -49,6 +49,15 @@ class GPTConfig(ModelConfig):
     # sum_power: the weights over the n_t visible positions sum to n_t ** p (0: standard softmax)
     attn_sum_power: float = ranged(0.0, ge=-1.0, le=1.0)
     attn_sum_power_learned: bool = False  # sum_power: one learned p per head, initialised at attn_sum_power
+
+    @property
+    def context_length(self) -> int:
+        return self.block_size
+
+    def head_multiple(self) -> int:
+        """Widths are multiples of this, so every layer splits into whole (even, for RoPE) heads;
+        `research.sizing` steps the width by it too."""
+        return self.n_head * (2 if self.pos == "rope" else 1)
 
     def validate(self) -> None:
         kv = self.n_kv_head or self.n_head
@@ -145,8 +154,7 @@ class CausalSelfAttention(nn.Module):
         self.inner = self.n_head * self.head_dim
         self.q = nn.Linear(dim, self.inner, bias=cfg.bias)
         self.kv = nn.Linear(kv_dim or dim, 2 * self.n_kv_head * self.head_dim, bias=cfg.bias)
-        self.proj = nn.Linear(self.inner, dim, bias=cfg.bias)
-        self.proj.is_residual_out = True
+        self.proj = nn.Linear(self.inner, dim, bias=cfg.bias)  # adds to the residual stream
         self.dropout = cfg.dropout
         self.resid_drop = nn.Dropout(cfg.dropout)
         self.rotary = Rotary(self.head_dim, cfg.block_size, cfg.rope_base) if cfg.pos == "rope" else None
@@ -197,8 +205,7 @@ class MLP(nn.Module):
         hidden = hidden or cfg.ff_width
         self.swiglu = cfg.mlp == "swiglu"
         self.up = nn.Linear(dim, 2 * hidden if self.swiglu else hidden, bias=cfg.bias)
-        self.down = nn.Linear(hidden, dim, bias=cfg.bias)
-        self.down.is_residual_out = True
+        self.down = nn.Linear(hidden, dim, bias=cfg.bias)  # adds to the residual stream
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -229,6 +236,7 @@ class Block(nn.Module):
 
 class GPT(LanguageModel):
     Config = GPTConfig
+    has_attention_maps = True
 
     def __init__(self, cfg: GPTConfig, vocab_size: int):
         super().__init__()
@@ -296,13 +304,20 @@ class GPT(LanguageModel):
             x = block(x)
         return self.lm_head(self.norm_f(x))  # (B, T, V)
 
+    def residual_projections(self) -> list[nn.Linear]:
+        """The layers whose output is added to the residual stream: each attention's output
+        projection and each MLP's down projection (GPT-2 scales their initialisation)."""
+        return [m.proj for m in self.modules() if isinstance(m, CausalSelfAttention)] + \
+            [m.down for m in self.modules() if isinstance(m, MLP)]
+
     @torch.no_grad()
     def init_weights_(self) -> None:
         """GPT-2 init: N(0, 0.02), residual output projections scaled by 1/sqrt(2 * n_layer)."""
         resid_std = 0.02 / math.sqrt(2 * self.cfg.n_layer)
+        residual = {id(m) for m in self.residual_projections()}
         for module in self.modules():
             if isinstance(module, nn.Linear):
-                std = resid_std if getattr(module, "is_residual_out", False) else 0.02
+                std = resid_std if id(module) in residual else 0.02
                 nn.init.normal_(module.weight, mean=0.0, std=std)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)

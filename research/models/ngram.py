@@ -43,8 +43,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from research.config import ModelConfig
 from research.models.base import LanguageModel
+from research.models.config import ModelConfig
 
 log = logging.getLogger(__name__)
 

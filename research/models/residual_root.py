@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from research.models.gpt import Block, CausalSelfAttention, make_norm
-from research.models.shapes import round_to
+from research.models.layer_schedules import round_to
 from research.models.variant import VariantConfig, VariantGPT
 
 
@@ -78,9 +78,11 @@ class ResidualRootGPT(VariantGPT):
     def add_stream_modules(self) -> None:
         super().add_stream_modules()
         self.root = nn.Parameter(torch.zeros(self.cfg.d_model))
-        self.root.init_std = 0.02
         d, e = self.cfg.d_model, self.cfg.n_embd
         self.resize_out = nn.Identity() if d == e else nn.Linear(d, e, bias=False)
+
+    def stream_parameters(self) -> list[nn.Parameter]:
+        return [*super().stream_parameters(), self.root]
 
     def run_blocks(self, tokens: torch.Tensor) -> torch.Tensor:
         """`tokens` is the embedding output e; the stream itself starts at the root vector."""

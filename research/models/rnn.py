@@ -30,8 +30,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from research.config import ModelConfig
 from research.models.base import LanguageModel
+from research.models.config import ModelConfig
 
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 

@@ -97,6 +97,7 @@ class StateAttention(nn.Module):
 
 class RNNAttention(LSTM):
     Config = RNNAttentionConfig
+    has_attention_maps = True
 
     def __init__(self, cfg: RNNAttentionConfig, vocab_size: int):
         super().__init__(cfg, vocab_size)

@@ -1,7 +1,7 @@
 """Non-uniform layers: per-layer residual widths, and OpenELM's layer-wise scaling.
 
 Widths. `widths` gives each layer's residual width d_l, as a list or a named shape from
-`research.models.shapes` between `taper * n_embd` and `n_embd` (rounded to whole, even-for-RoPE
+`research.models.layer_schedules` between `taper * n_embd` and `n_embd` (rounded to whole, even-for-RoPE
 heads). The embedding, final norm and (tied) unembedding stay at n_embd. Where the width changes
 the stream is carried over by a learned projection, x <- P_l x with P_l in R^{d_l x d_(l-1)}
 (d_(-1) = n_embd), and after the last layer x <- P_out x back to n_embd. Layer l has n_head heads
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from research.models.shapes import check_spec, layer_values, linear_ramp
+from research.models.layer_schedules import check_spec, layer_values, linear_ramp
 from research.models.variant import VariantConfig, VariantGPT
 
 #: beta that reproduces the model's own feed-forward width (a GELU network's 4 x d)

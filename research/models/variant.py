@@ -35,17 +35,16 @@ class VariantConfig(GPTConfig):
         """Number of distinct blocks (per-layer lists such as windows have this many entries)."""
         return self.n_layer
 
-    def head_multiple(self) -> int:
-        """Widths are multiples of this, so every layer splits into whole (even, for RoPE) heads."""
-        return self.n_head * (2 if self.pos == "rope" else 1)
-
 
 class VariantGPT(GPT):
     Config = VariantConfig
+    #: whether `add_stream_modules` has run (GPT's own init runs before it)
+    stream_built: bool = False
 
     def __init__(self, cfg: VariantConfig, vocab_size: int):
         super().__init__(cfg, vocab_size)
         self.add_stream_modules()
+        self.stream_built = True
         self.init_weights_()  # again: stream modules are added after GPT's own init
 
     # -- per-layer hooks -------------------------------------------------------------------------
@@ -129,9 +128,13 @@ class VariantGPT(GPT):
     def embedding_parameters(self) -> list[nn.Parameter]:
         return super().embedding_parameters() + self.lookup_parameters()
 
+    def stream_parameters(self) -> list[nn.Parameter]:
+        """Tensors a variant adds to the stream itself (a root vector, per-step embeddings), drawn
+        from N(0, 0.02) at initialisation like the embeddings; none here."""
+        return []
+
     @torch.no_grad()
     def init_weights_(self) -> None:
         super().init_weights_()
-        for p in self.parameters():
-            if getattr(p, "init_std", None) is not None:
-                nn.init.normal_(p, mean=0.0, std=p.init_std)
+        for p in self.stream_parameters() if self.stream_built else []:
+            nn.init.normal_(p, mean=0.0, std=0.02)

@@ -6,7 +6,7 @@ min(T, w) instead of T per query. Stacked, the last layer can still see 1 + sum_
 positions back (the receptive field, reported by `receptive_field()`).
 
 `windows` is a list (one window per block, in tokens; a window >= block_size is plain causal) or a named shape from
-`research.models.shapes` interpolated between `window_min` and `window_max` (default block_size).
+`research.models.layer_schedules` interpolated between `window_min` and `window_max` (default block_size).
 The attention kernel path (FlexAttention on GPU, a cached band mask on CPU) lives in
 `research.models.window_attention`.
 """
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from research.models.shapes import check_spec, layer_values
+from research.models.layer_schedules import check_spec, layer_values
 from research.models.variant import VariantConfig, VariantGPT
 
 

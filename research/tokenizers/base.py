@@ -18,6 +18,9 @@ UNK = "<unk>"
 
 class Tokenizer:
     kind: str = ""
+    #: True for tokenizers whose tokens are whole words: decoding joins them with spaces, and
+    #: per-word perplexity is the split's per-token loss times its tokens per word
+    word_level: bool = False
     vocab_size: int
     eot_id: int
 

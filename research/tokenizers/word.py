@@ -23,6 +23,7 @@ TOKEN_RE = re.compile(r"<[a-z]+>|\w+(?:['’\-]\w+)*|[^\w\s]")
 
 class WordTokenizer(Tokenizer):
     kind = "word"
+    word_level = True
 
     def __init__(self, words: list[str], lowercase: bool = False, split: str = "words"):
         self.words = list(words)

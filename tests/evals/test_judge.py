@@ -328,12 +328,12 @@ def test_credentials_in_the_base_url_are_not_stored():
 def test_options_are_checked(cell):
     with pytest.raises(ConfigError, match="eval.options.judge.modle: unknown key; did you mean 'model'"):
         evaluate(cell, {"modle": "x"})
-    with pytest.raises(ConfigError, match="timeout must be > 0"):
+    with pytest.raises(ConfigError, match="eval.options.judge.timeout: must be positive, got 0"):
         evaluate(cell, {"timeout": 0})
 
 
 def test_stories_come_from_the_generation_eval_when_present(tmp_path):
-    with pytest.raises(DataError, match="no generation.jsonl or samples.jsonl"):
+    with pytest.raises(DataError, match="no samples/generation.jsonl or samples/samples.jsonl"):
         read_stories(tmp_path)
     write_stories(tmp_path, STORIES)
     assert read_stories(tmp_path)[1][0] == Story("Once upon a time", " there was a cat named Tom.")

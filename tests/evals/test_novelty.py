@@ -11,6 +11,7 @@ import torch
 
 from evals import novelty
 from evals.base import EvalContext
+from research import cell as cell_files
 from research.config import RunConfig
 from research.data.corpus import Corpus
 from research.tokenizers.char import CharTokenizer
@@ -141,7 +142,7 @@ def test_copied_story_has_zero_novelty_and_full_overlap(tmp_path):
 
 def test_stories_from_training_samples_or_generated_now(tmp_path):
     corpus = Corpus(train=TRAIN, val=[])
-    ctx = make_ctx(tmp_path, corpus)
+    ctx = make_ctx(tmp_path, corpus, tok=CharTokenizer(list("ab")))  # a char tokenizer: no separator
     write_jsonl(ctx.cell_dir / "samples" / "samples.jsonl",
                 [{"prompt": "", "sample": 0, "text": TRAIN[2], "tokens": 9}])
     res = novelty.evaluate(ctx, {"stripped": False})
@@ -154,7 +155,7 @@ def test_stories_from_training_samples_or_generated_now(tmp_path):
     fresh = make_ctx(tmp_path / "x", corpus, LookupModel(table), tok, samples=2)
     res = novelty.evaluate(fresh, {"stripped": False, "generation": {"story_prompts": False}})
     assert res.details["stories_from"] == "generated now (generation eval)" and res.n == 2
-    rows = novelty.read_jsonl(fresh.cell_dir / "samples" / "generation.jsonl")
+    rows = cell_files.read_samples(fresh.cell_dir, "generation")
     assert [r["text"] for r in rows] == ["ab", "ab"]
     assert json.loads((fresh.cell_dir / "evals" / "generation.json").read_text())["n"] == 2
     assert "overlap_8gram" not in res.metrics  # "ab" has fewer than 8 words: not scored, not zero

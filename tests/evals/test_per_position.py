@@ -113,7 +113,7 @@ def test_callback_records_start_every_n_and_end(tmp_path):
     stream = np.array(list(range(1, V)) * 60)  # a cycle the model learns fast
     module = tiny_module(V, max_steps=7)
     out = tmp_path / "per_position.json"
-    cb = PerPositionLoss(stream, block_size=T, n_windows=16, every_n_steps=3, out_path=out, seed=0)
+    cb = PerPositionLoss(stream, block_size=T, n_windows=16, every_n_steps=3, cell_dir=tmp_path, seed=0)
     fit(module, cycle_batches(stream, T, 7), 7, [cb], tmp_path)
     records = json.loads(out.read_text())
     assert [r["step"] for r in records] == [0, 3, 6, 7]  # start, every 3 optimizer steps, end
@@ -129,14 +129,14 @@ def test_resumed_run_keeps_earlier_records_and_recomputes_later_ones(tmp_path):
     V, T = 6, 4
     stream = np.array(list(range(1, V)) * 30)
     out = tmp_path / "per_position.json"
-    first = PerPositionLoss(stream, block_size=T, n_windows=4, every_n_steps=2, out_path=out)
+    first = PerPositionLoss(stream, block_size=T, n_windows=4, every_n_steps=2, cell_dir=tmp_path)
     fit(tiny_module(V, 4), cycle_batches(stream, T, 4), 4, [first], tmp_path / "a")
     ckpt = next((tmp_path / "a").rglob("*.ckpt"))
     assert [r["step"] for r in json.loads(out.read_text())] == [0, 2, 4]
     # a killed run had got further than its checkpoint: step 6 is on disk but the model is from step 4
     records = json.loads(out.read_text()) + [{"step": 6, "loss_by_position": [0.0] * T}]
     out.write_text(json.dumps(records))
-    second = PerPositionLoss(stream, block_size=T, n_windows=4, every_n_steps=2, out_path=out)
+    second = PerPositionLoss(stream, block_size=T, n_windows=4, every_n_steps=2, cell_dir=tmp_path)
     fit(tiny_module(V, 8), cycle_batches(stream, T, 8), 8, [second], tmp_path / "b", ckpt_path=ckpt)
     resumed = json.loads(out.read_text())
     assert [r["step"] for r in resumed] == [0, 2, 4, 6, 8]

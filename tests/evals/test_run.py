@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import subprocess
+import sys
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -10,11 +14,21 @@ import torch
 
 from evals import EVALS
 from evals.base import EvalContext, EvalResult
-from evals.run import main, run_evals
+from evals.run import build_options, eval_module, main, run_evals
 from research.errors import ConfigError, run_main
 from research.evaluation import split_loss
 from tests.evals.lookup_model import LookupModel
 from tests.helpers import store_untrained_cell
+
+VERSION = 1  # the toy evals below share this module's contract
+
+
+@dataclass
+class ToyOptions:
+    x: float = 0.0
+
+
+OPTIONS = ToyOptions
 
 
 def boom(ctx, options):
@@ -88,3 +102,30 @@ def test_eval_overrides_are_range_checked_before_the_model_loads(cell, capsys):
     args = [str(cell_dir), "--evals", "perplexity", "--set", "eval.options.perplexty.max_tokens=5"]
     assert run_main(main, args) == 2
     assert "eval.options.perplexty: unknown eval 'perplexty'; did you mean 'perplexity'?" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", EVALS.names())
+def test_every_registered_eval_keeps_the_contract(name):
+    """NAME is its registry name, VERSION an int, OPTIONS a dataclass whose defaults build."""
+    module = eval_module(name)
+    assert module.NAME == name and isinstance(module.VERSION, int) and module.VERSION >= 1
+    assert dataclasses.is_dataclass(module.OPTIONS)
+    assert build_options(name, {}) == module.OPTIONS()
+
+
+def test_an_eval_without_a_version_is_refused(monkeypatch):
+    monkeypatch.setitem(EVALS._entries, "unversioned", "tests.evals.lookup_model:LookupModel")
+    with pytest.raises(ConfigError, match="eval 'unversioned'.*declares no VERSION"):
+        eval_module("unversioned")
+
+
+def test_options_are_built_with_did_you_mean_and_ranges():
+    with pytest.raises(ConfigError, match=r"eval\.options\.hellaswag\.limt: unknown key; did you mean 'limit'\?"):
+        build_options("hellaswag", {"limt": 100})
+    with pytest.raises(ConfigError, match=r"eval\.options\.hellaswag\.limit: must be >= 1, got -3"):
+        build_options("hellaswag", {"limit": -3})
+
+
+def test_help_lists_the_registered_evals():
+    out = subprocess.run([sys.executable, "-m", "evals.run", "--help"], capture_output=True, text=True, check=True)
+    assert all(name in " ".join(out.stdout.split()) for name in EVALS.names())

@@ -23,11 +23,11 @@ from research.errors import ConfigError
 from research.models import MODELS, build_model
 from research.models.combined import SharedWindowedGPT
 from research.models.gpt import GPT, CausalSelfAttention, GPTConfig
+from research.models.layer_schedules import layer_values
 from research.models.residual_root import ResidualRootConfig, ResidualRootGPT
-from research.models.shapes import layer_values
-from research.models.shared import SharedConfig, SharedGPT
 from research.models.tapered import TaperedConfig, TaperedGPT
 from research.models.variant import VariantConfig, VariantGPT
+from research.models.weight_sharing import SharedConfig, SharedGPT
 from research.models.window_attention import band_mask, window_attention
 from research.models.windowed import WindowedConfig, WindowedGPT
 

@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 
 from ablations import records
+from ablations.text_table import text_table
 from research.io import atomic_write_csv
 
 #: fixed leading columns; units: val_loss nats/token, val_bpb bits per UTF-8 byte, wall_s seconds
@@ -49,7 +50,7 @@ def write_summary(grid, grid_dir: Path) -> Path:
     columns = COLUMNS[:3] + list(grid.axes) + COLUMNS[3:]
     extra = sorted({k for r in rows for k in r} - set(columns))
     columns += extra
-    path = grid_dir / "summary.csv"
+    path = records.summary_path(grid_dir)
     atomic_write_csv(path, ({k: _fmt(row.get(k)) for k in columns} for row in rows), columns)
     return path
 
@@ -68,11 +69,7 @@ def format_table(grid, grid_dir: Path) -> str:
     cols = ["cell", "status", "params", "val_loss", "val_ppl", "val_bpb", "val_tokens", "floor_bpb", "test_ppl",
             "wall_s", "tokens_per_s"]
     cols = [c for c in cols if any(c in r for r in rows)]
-    table = [[_short(r.get(c)) for c in cols] for r in rows]
-    widths = [max(len(c), *(len(t[i]) for t in table)) for i, c in enumerate(cols)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(t, widths)) for t in table]
-    return "\n".join(lines)
+    return text_table(cols, [[_short(r.get(c)) for c in cols] for r in rows])
 
 
 def _short(value) -> str:

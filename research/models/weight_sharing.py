@@ -80,7 +80,10 @@ class SharedGPT(VariantGPT):
         self.__dict__.pop("_built", None)
         if self.cfg.sharing == "recursive":
             self.step_emb = nn.Parameter(torch.zeros(self.cfg.n_layer, self.cfg.n_embd))
-            self.step_emb.init_std = 0.02
+
+    def stream_parameters(self) -> list[nn.Parameter]:
+        extra = [self.step_emb] if self.cfg.sharing == "recursive" else []
+        return [*super().stream_parameters(), *extra]
 
     def step_input(self, step: int, x: torch.Tensor) -> torch.Tensor:
         x = super().step_input(step, x)
