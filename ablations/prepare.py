@@ -16,6 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ablations import records
 from research.errors import UserError, run_main
 
 
@@ -114,7 +115,8 @@ def submit(grid, grid_path: Path, overrides: dict, root: Path, cluster: str):
     setup = [f"export PYTHONPATH={shlex.quote(str(code))}${{PYTHONPATH:+:$PYTHONPATH}}",
              *params.pop("slurm_setup", [])]
     kwargs = {"slurm_python": f"{shlex.quote(sys.executable)} -P"} if cluster == "slurm" else {}
-    executor = submitit.AutoExecutor(folder=str(grid_dir / ".submitit" / "prepare-%j"), cluster=cluster, **kwargs)
+    executor = submitit.AutoExecutor(folder=str(records.submitit_dir(grid_dir) / "prepare-%j"), cluster=cluster,
+                                     **kwargs)
     executor.update_parameters(name=f"prepare-{grid.name}", nodes=1, tasks_per_node=1, slurm_setup=setup, **params)
     return executor.submit(PrepareJob(str(grid_copy), overrides, str(root.resolve())))
 

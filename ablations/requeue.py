@@ -32,7 +32,7 @@ import subprocess
 from pathlib import Path
 
 from ablations.claims import slurm_job
-from research.cell import last_checkpoint
+from research.cell import last_checkpoint, submitit_dir
 from research.io import atomic_write_text
 
 #: requeues allowed, when the budget cannot be sized yet (no session has saved a checkpoint)
@@ -55,7 +55,7 @@ def _ignore_sigterm() -> None:
 
 def requeue_job() -> None:
     """`scontrol requeue` this job; a failure is reported (the cell still resumes when submitted again)."""
-    from ablations.runner import say
+    from ablations.console import say
 
     job = slurm_job()
     if job is None or shutil.which("scontrol") is None:
@@ -101,7 +101,7 @@ def sized_budget(used: int, max_steps: int, start_step: int, saved: int) -> int 
 
 
 def requeues_path(grid_dir: Path, cell_id: str) -> Path:
-    return Path(grid_dir) / ".submitit" / "requeues" / f"{cell_id}.json"
+    return submitit_dir(grid_dir) / "requeues" / f"{cell_id}.json"
 
 
 def write_requeues(grid_dir: Path, cell_id: str, used: int, budget: int | None) -> None:

@@ -13,7 +13,6 @@ import contextlib
 import logging
 import os
 import shutil
-import sys
 import time
 import traceback
 import warnings
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from ablations import records
 from ablations.claims import Heartbeat, release, try_claim
+from ablations.console import hms, say  # noqa: F401 - say is also read from here
 from ablations.records import cell_status
 from ablations.summary import format_table, write_summary
 from research.errors import UserError
@@ -158,17 +158,6 @@ def failure_reason(e: BaseException) -> str:
     if isinstance(e, torch.cuda.OutOfMemoryError) or "out of memory" in str(e).lower():
         return f"out of memory: {str(e).splitlines()[0] if str(e) else ''} (lower train.batch_size or the model size)"
     return f"{type(e).__name__}: {e}"
-
-
-def say(message: str) -> None:
-    print(f"[ablations] {message}", file=sys.stderr, flush=True)
-
-
-def hms(seconds: float) -> str:
-    seconds = int(round(seconds))
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
 
 
 def quiet_lightning() -> None:

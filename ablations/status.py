@@ -121,11 +121,11 @@ def cell_state(grid_dir: Path, entry: dict, now: float | None = None, jobs: dict
         elif state == "COMPLETING":  # its job is ending (cancelled, failed or being requeued): not yet known
             row.status, row.runner = "stopping", f"slurm:{jobs[rec.id]}"
         if row.status == "requeued":
-            requeue_budget(grid_dir, row)
+            row = dataclasses.replace(row, **requeue_budget(grid_dir, row.cell, row.runner))
         return row
     row.status, row.runner = rec.claim["state"], rec.claim.get("runner")
     if row.status in ("running", "requeued"):
-        requeue_budget(grid_dir, row)
+        row = dataclasses.replace(row, **requeue_budget(grid_dir, row.cell, row.runner))
     since = rec.claim.get("since")
     if isinstance(since, (int, float)):
         row.elapsed_s = max(0.0, now - since)
@@ -184,14 +184,14 @@ def _mtime(path: Path) -> float | None:
     return max([path.stat().st_mtime] + [p.stat().st_mtime for p in path.iterdir() if p.is_file()])
 
 
-def requeue_budget(grid_dir: Path, row: CellStatus) -> None:
-    """Sets `requeues` ("used/budget") of the cell's job, and `last_requeue` when it has none left:
-    if this session does not finish the cell, its job ends and the cell waits to be submitted again."""
-    record = read_requeues(grid_dir, row.cell)
-    if record is None or row.runner != f"slurm:{record.get('job')}":
-        return
+def requeue_budget(grid_dir: Path, cell_id: str, runner: str | None) -> dict:
+    """`requeues` ("used/budget") of the cell's job, and `last_requeue` when it has none left: if
+    this session does not finish the cell, its job ends and the cell waits to be submitted again."""
+    record = read_requeues(grid_dir, cell_id)
+    if record is None or runner != f"slurm:{record.get('job')}":
+        return {}
     budget = UNSIZED_REQUEUES if record.get("budget") is None else record["budget"]
-    row.requeues, row.last_requeue = f"{record['used']}/{budget}", record["used"] >= budget
+    return {"requeues": f"{record['used']}/{budget}", "last_requeue": record["used"] >= budget}
 
 
 def _fmt(value, kind: str = "") -> str:

@@ -62,6 +62,9 @@ class CrossCorpusOptions:
             raise ValueError("corpora: name at least one corpus, e.g. corpora: {ptb: {source: ptb, path: DIR}}")
 
 
+OPTIONS = CrossCorpusOptions
+
+
 def check_options(options: dict, where: str = "") -> CrossCorpusOptions:
     """The options and every corpus's data config, checked before training (one line per problem)."""
     from research.checks import check_runnable

@@ -43,6 +43,7 @@ from pathlib import Path
 
 from evals import judge
 from evals.pairwise import bradley_terry, cohen_kappa, wilson
+from research.cell import eval_path
 from research.errors import DataError, UserError
 
 DIMENSIONS = judge.SCORES  # grammar, creativity, consistency, plot
@@ -204,7 +205,7 @@ def judge_grades(grid_dir: Path, rows: list[dict], cache: Path) -> dict:
     template = judge.prompt_template()
     for cell in sorted({r[s]["cell"] for r in rows for s in ("left", "right")}):
         try:
-            details = json.loads((Path(grid_dir) / cell / "evals" / "judge.json").read_text()).get("details", {})
+            details = json.loads(eval_path(Path(grid_dir) / cell, "judge").read_text()).get("details", {})
         except (OSError, ValueError):
             continue
         opts = judge.JudgeOptions(model=details.get("judge_model", ""), temperature=details.get("temperature", 0.0))
@@ -221,7 +222,7 @@ def judge_scores(grid_dir: Path, cells: list[str]) -> dict[str, dict[str, float]
     out = {}
     for cell in cells:
         try:
-            doc = json.loads((Path(grid_dir) / cell / "evals" / "judge.json").read_text())
+            doc = json.loads(eval_path(Path(grid_dir) / cell, "judge").read_text())
         except (OSError, ValueError):
             continue
         metrics = doc.get("metrics") or {}

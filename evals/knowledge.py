@@ -43,6 +43,9 @@ class KnowledgeOptions:
     limit: int | None = ranged(None, ge=1)  # questions per set: a seeded sample (the same for every cell); None: all
 
 
+OPTIONS = KnowledgeOptions
+
+
 def probe_sets(data_cfg, seed: int) -> dict[str, list[facts.Probe]]:
     world = facts.build_world(data_cfg.facts)
     cfg = data_cfg.facts

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ablations import records
 from paper import figures, stats
 from paper.collect import GridRecord
 from paper.tables import Column, TableOptions, fmt, latex_escape, results_table
@@ -35,7 +36,7 @@ LENGTH_COLUMNS = [
 
 def _extended_curve(cell) -> tuple[int, list[float]] | None:
     """(training context T, loss at each position) when the cell's per_position eval went beyond T."""
-    path = Path(cell.path) / "evals" / "per_position.json" if cell.path else None
+    path = records.eval_path(cell.path, "per_position") if cell.path else None
     if path is None or not path.exists():
         return None
     data = json.loads(path.read_text())
@@ -152,7 +153,7 @@ def selected_grid(grid: GridRecord) -> tuple[GridRecord, dict] | None:
 
     The choice is the runner's, read from `selected.csv` (ablations.select): its rows name the
     other axes' values and the chosen one as `summary.csv` writes them, which names the cells."""
-    selected, summary = _read_csv(grid.path / "selected.csv"), _read_csv(grid.path / "summary.csv")
+    selected, summary = _read_csv(grid.path / "selected.csv"), _read_csv(records.summary_path(grid.path))
     column = next((c for c in (selected[0] if selected else {}) if c.startswith("selected ")), None)
     if column is None or not summary:
         return None

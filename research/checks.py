@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from research import cell as cell_files
 from research.errors import ConfigError, UserError, did_you_mean
 
 
@@ -131,9 +132,10 @@ def check_runnable(config: Any, where: str) -> None:
             raise UserError(f"{where}: data.path '{path}' is not a regular file or a folder; "
                             "point data.path at a text, JSONL or Parquet file or a folder")
     forget = getattr(config.train, "forget", None)
-    if forget is not None and forget.teacher is not None and not (Path(forget.teacher).expanduser() / "DONE").exists():
+    teacher = None if forget is None or forget.teacher is None else Path(forget.teacher).expanduser()
+    if teacher is not None and cell_files.cell_status(teacher) != "done":
         raise UserError(f"{where}: train.forget.teacher '{forget.teacher}' is not a finished cell folder "
-                        "(results/<grid>/<cell> with DONE); train the teacher's grid first")
+                        "(results/<grid>/<cell>); train the teacher's grid first")
     needs = LOGGER_PACKAGES.get(config.train.logger, ())
     if needs and not any(importlib.util.find_spec(m) for m in needs):
         raise UserError(f"{where}: train.logger '{config.train.logger}' needs the package '{needs[0]}': "

@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from research import cell as cell_files
 from research.data import facts
 from research.errors import ConfigError
 
@@ -104,9 +105,9 @@ def load_teacher(cfg, tokenizer):
     from research.checkpoint import load_cell
 
     folder = Path(cfg.train.forget.teacher).expanduser()
-    if not (folder / "DONE").exists() or not (folder / "model.pt").exists():
-        raise ConfigError(f"train.forget.teacher: '{folder}' is not a finished cell folder "
-                          "(results/<grid>/<cell> with model.pt and DONE); train the teacher first")
+    if cell_files.cell_status(folder) != "done" or not cell_files.has_weights(folder):
+        raise ConfigError(f"train.forget.teacher: '{folder}' is not a finished cell folder with its weights "
+                          "(results/<grid>/<cell>); train the teacher first")
     cell = load_cell(folder)
     if cell.tokenizer.state() != tokenizer.state():
         raise ConfigError(f"train.forget.teacher: '{folder}' has another tokenizer; the teacher needs the "

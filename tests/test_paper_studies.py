@@ -58,8 +58,8 @@ def test_selected_table_keeps_the_lr_with_the_lowest_mean_val_loss(tmp_path):
     """The choice comes from the runner's selected.csv (written by ablations.select from summary rows)."""
     from types import SimpleNamespace
 
-    from ablations.summary import COLUMNS
     from ablations.select import write_selection
+    from ablations.summary import COLUMNS
     from research.io import atomic_write_csv
 
     val = {("adamw", 1e-3): 2.0, ("adamw", 1e-2): 1.5, ("tangent", 1e-3): 1.7, ("tangent", 1e-2): 1.9}

@@ -12,7 +12,7 @@ import pytest
 from ablations.claims import try_claim
 from ablations.launchers import record_jobs, record_training_job, slurm_parameters, submitted_jobs
 from ablations.requeue import UNSIZED_REQUEUES, sized_budget, write_requeues
-from ablations.status import format_status, requeue_budget
+from ablations.status import CellStatus, format_status, requeue_budget
 from research.errors import ConfigError
 from tests.helpers import run_cli, write_grid
 
@@ -45,8 +45,7 @@ def test_status_flags_a_cell_on_its_last_requeue(tmp_path, monkeypatch):
     assert flags == {"requeues": "3/3", "last_requeue": True}
     write_requeues(tmp_path, "cellB", used=UNSIZED_REQUEUES, budget=None)
     assert requeue_budget(tmp_path, "cellB", "slurm:41_0")["last_requeue"]
-    row = {"cell": "cellA", "status": "running", "val_loss": None, "val_bpb": None, "progress": None,
-           "elapsed_s": 90.0, "eta_s": None, "reason": None, "runner": "slurm:41_0", **flags}
+    row = CellStatus("cellA", 0, "running", elapsed_s=90.0, runner="slurm:41_0", **flags)
     assert "cellA: on its last requeue (3/3 used); if this session does not finish it, raise " \
            "resources.time_min or resources.max_requeues" in format_status([row])
 
