@@ -32,6 +32,9 @@ from ablations.requeue import UNSIZED_REQUEUES, read_requeues
 from ablations.text_table import text_table
 from research.errors import run_main
 
+#: every status a cell can have, in the order the app counts them
+STATUSES = ("done", "running", "requeued", "queued", "stopping", "stale", "partial", "failed", "pending")
+
 #: progress-record phase -> what the status shows (training shows its step instead)
 PHASES = {
     "preparing": "starting (loading data)",

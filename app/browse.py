@@ -6,6 +6,7 @@ inside the results folder; a grid folder that does not (a symlink out of it) is 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -13,9 +14,10 @@ from http import HTTPStatus
 from pathlib import Path
 
 from ablations import records
+from ablations.launchers import submitted_jobs
 from ablations.records import cell_status
+from ablations.status import STATUSES, cell_state, grid_times
 from app.configs import band, group_rows
-from app.status_view import STATUSES, grid_times, live_status, read_curve
 from app.web import NAME, ApiError
 from research.errors import UserError
 
@@ -91,8 +93,9 @@ class Browsing:
                          and (p / records.CONFIG).exists() and p.name not in ids)
         axes = [a for a in record.get("axes", []) if isinstance(a, str)]
         now = time.time()
-        rows = [self._row(grid_dir, c, axes, now) for c in listed]
-        rows += [self._row(grid_dir, {"id": cid}, axes, now) for cid in on_disk]
+        jobs = submitted_jobs(grid_dir)
+        states = [cell_state(grid_dir, c, now, jobs) for c in [*listed, *({"id": cid} for cid in on_disk)]]
+        rows = [_row(state, axes) for state in states]
         updated = max([r["updated"] for r in rows if r["updated"]] + [grid_dir.stat().st_mtime])
         started_here = any(run["running"] for run in self.list_runs() if run["grid"] == grid)
         running = started_here or any(r["status"] == "running" for r in rows)
@@ -102,28 +105,8 @@ class Browsing:
         configs = group_rows(rows, {c["id"]: c for c in listed}, axes, labels)
         return {"name": grid, "description": record.get("description", ""), "axes": axes, "metrics": metrics,
                 "rows": rows, "configs": configs, "running": running, "updated": updated,
-                **grid_times(rows, running, now)}
+                **grid_times(states, running, now)}
 
-
-    def _row(self, grid_dir: Path, listed: dict, axes: list[str], now: float) -> dict:
-        """One cell: its status on disk, made `running` or `stale` by its runner's claim heartbeat
-        (ablations.claims), so a long evaluation stays running and a killed runner shows at once."""
-        cell_dir = grid_dir / listed["id"]
-        status = cell_status(cell_dir)
-        row = {"cell": listed["id"], "seed": listed.get("seed"), "status": status,
-               "axes": {a: _short(listed.get("axes", {}).get(a)) for a in axes}, "metrics": {}, "progress": None,
-               "step": None, "max_steps": None, "phase": None, "elapsed_s": None, "eta_s": None, "wall_s": None,
-               "updated": _mtime(cell_dir)}
-        if status == "done":
-            metrics = records.read_metrics(cell_dir)
-            row["metrics"] = {k: (v if math.isfinite(v) else None) for k, v in metrics.items()
-                              if isinstance(v, (int, float)) and not isinstance(v, bool)}  # NaN is not JSON
-            row["progress"] = 1.0
-            row["wall_s"] = row["metrics"].get("wall_s")
-            return row
-        if status == "failed":
-            row["reason"] = records.read_error(cell_dir)
-        return live_status(row, grid_dir, now)
 
     def curve(self, grid: str, cell: str) -> dict:
         cell_dir = self.cell_dir(grid, cell)
@@ -151,13 +134,26 @@ def _grid_record(grid_dir: Path) -> dict | None:
         return None
 
 
-def _mtime(path: Path) -> float | None:
-    """The newest mtime among the folder and its direct files: the log files change as a cell trains."""
-    if not path.exists():
-        return None
-    times = [path.stat().st_mtime]
-    times += [p.stat().st_mtime for p in path.iterdir() if p.is_file()]
-    return max(times)
+def _row(state, axes: list[str]) -> dict:
+    """One cell as the page shows it: its status, phase, progress and ETA as `ablations.status`
+    computes them for the terminal too (a long evaluation stays running, a killed runner shows
+    at once as stale), with JSON-safe metrics and the grid's axes shortened."""
+    row = dataclasses.asdict(state)
+    row["metrics"] = {k: (v if math.isfinite(v) else None) for k, v in state.metrics.items()}  # NaN is not JSON
+    row["axes"] = {a: _short(state.axes.get(a)) for a in axes}
+    return row
+
+
+def read_curve(cell_dir: Path) -> dict:
+    """Train and val loss (nats/token) by step from the cell's per-step log, which the logger
+    rewrites as it trains: a half-written or missing file gives what could be read."""
+    curves = records.read_curves(cell_dir)
+    train = [[step, value] for step, value in curves.get("train/loss", [])]
+    val = [[step, value] for step, value in curves.get("val/loss", [])]
+    max_steps = records.max_steps(records.read_config(cell_dir))
+    steps = [p[0] for p in train + val]
+    return {"unit": "nats/token", "train": train, "val": val, "max_steps": max_steps,
+            "last_step": int(max(steps)) if steps else None}
 
 
 def _short(value):

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from ablations import records
 from app.web import ApiError
 from research.errors import UserError
 
@@ -39,7 +40,7 @@ class ModelCache:
     def get(self, cell_dir: Path):
         from research.checkpoint import load_cell
 
-        weights = cell_dir / "model.pt"
+        weights = records.weights_path(cell_dir)
         key = (str(cell_dir), weights.stat().st_mtime_ns if weights.exists() else 0)
         with self._lock:
             if key in self._items:

@@ -113,7 +113,7 @@ class Runs:
             differ = len(set(old) ^ set(cells)) if record is not None else len(cells)
             raise ApiError(HTTPStatus.CONFLICT, f"grid '{name}' already exists in {self.results_dir} with a "
                                                 f"different definition ({differ} cells differ); starting it would "
-                                                "overwrite its grid.json and summary: give this grid another name")
+                                                "overwrite its grid record and summary: give this grid another name")
         if not resume:
             raise ApiError(HTTPStatus.CONFLICT, f"grid '{name}' already exists with this definition: resume it "
                                                 "(finished cells are kept)?", resume=True)

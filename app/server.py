@@ -26,8 +26,8 @@ thread pool, so a long generation in one tab does not block the grid list in ano
     GET  /api/rate/<grid>?rater=             the rater's next unrated pair (app.rating)
     POST /api/rate/<grid> {"rater", "pair", "choices", "note"?}
 
-The handlers live by what they do: `browse` (grids, cells, curves), `status_view` (status, phase
-and ETA of a cell and a grid), `runs` (grids started from the page), `generation` (prompting a
+The handlers live by what they do: `browse` (grids, cells, curves; a cell's status, phase and ETA
+come from ablations.status, as the terminal's), `runs` (grids started from the page), `generation` (prompting a
 checkpoint) and `rating` (blind human comparison of stories); `web` holds the host and origin
 checks, security headers and JSON helpers every request passes through. Errors are JSON
 `{"error": one line}`.

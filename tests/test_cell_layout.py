@@ -16,7 +16,7 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from research import cell
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ["research", "evals", "ablations", "paper", "benchmarks"]
+PACKAGES = ["research", "evals", "ablations", "paper", "benchmarks", "app"]
 #: names only a cell's folder uses: a string holding one of them re-encodes the layout
 FILE_NAMES = ("per_position.json", "model.pt", "last.ckpt", "hpc_ckpt", "metrics.csv", "metrics.json",
               "config.yaml", "manifest.json", "error.json", "code.diff", "progress.json", "generation.jsonl",
