@@ -29,6 +29,7 @@ from research.cell import (  # noqa: F401 - the cell layer, read through this mo
     checkpoint_dir,
     checkpoints,
     eval_columns,
+    eval_path,
     has_checkpoint,
     has_weights,
     is_grid_dir,

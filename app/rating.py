@@ -56,7 +56,8 @@ class Rating:
         grid_dir, pairs = self._pairs(grid)
         if not pairs:
             raise ApiError(HTTPStatus.CONFLICT, f"grid '{grid}' has no two finished cells of different "
-                                                "configurations with stories on a common prompt (run the generation eval)")
+                                                "configurations with stories on a common prompt "
+                                                "(run the generation eval)")
         rated = {r.get("pair") for r in human.read_ratings(human.ratings_path(grid_dir, rater))}
         todo = [p for p in human.order_for(rater, pairs) if p.key not in rated]
         base = {"grid": grid, "rater": rater, "rated": len(pairs) - len(todo), "total": len(pairs),

@@ -215,7 +215,7 @@ def test_a_cell_trains_with_spans_forgetting_and_the_knowledge_eval(tmp_path):
 
 def test_knowledge_figure_draws_one_line_per_setting(tmp_path, monkeypatch):
     from paper import knowledge
-    from paper.collect import CellRecord, GridRecord
+    from paper.collect import GridRecord, PaperCell
 
     cells = []
     for regime in ("weights", "context"):
@@ -223,7 +223,7 @@ def test_knowledge_figure_draws_one_line_per_setting(tmp_path, monkeypatch):
             for seed in (0, 1):
                 metrics = {"params": params, **{k: 0.1 * seed + (0.5 if regime == "context" else 0.1)
                                                 for k, _ in knowledge.SCORES}}
-                cells.append(CellRecord("rk", f"{regime}{width}s{seed}", "", seed, "done", metrics,
+                cells.append(PaperCell("rk", f"{regime}{width}s{seed}", "", seed, "done", metrics,
                                         axes={"model.n_embd": width, "data.facts_in": regime}))
     grid = GridRecord("rk", tmp_path, ["model.n_embd", "data.facts_in"], "", cells)
     drawn = []

@@ -11,7 +11,7 @@ import pytest
 from scipy import stats as sps
 
 from paper import studies
-from paper.collect import CellRecord, GridRecord
+from paper.collect import GridRecord, PaperCell
 from paper.tables import TableOptions
 
 
@@ -22,7 +22,7 @@ def _cell(root, grid, name, seed, axes, metrics, curve=None, trained=4):
         details = {"window": len(curve), "trained_context": trained,
                    "records": [{"step": 10, "loss_by_position": list(curve)}]}
         (path / "evals" / "per_position.json").write_text(json.dumps({"status": "ok", "details": details}))
-    return CellRecord(grid, f"{name}_{seed}", name, seed, "done", metrics=metrics, path=path, axes=axes,
+    return PaperCell(grid, f"{name}_{seed}", name, seed, "done", metrics=metrics, path=path, axes=axes,
                       evals={"per_position"})
 
 

@@ -119,20 +119,21 @@ def test_evals_run_on_a_trained_cell(tmp_path):
 
 
 def test_samples_after_training_stop_at_end_of_text_and_say_so(tmp_path):
-    from ablations.train_cell import write_samples
+    from ablations.train_cell import sample_after_training
+    from research.cell import read_samples
 
     tok = WordTokenizer(["the", "cat", "sat", "'s", "."], split="whitespace")
     ids = tok.stoi
     model = chain_model(tok.vocab_size, {tok.eot_id: ids["the"], ids["the"]: ids["cat"], ids["cat"]: ids["'s"],
                                          ids["'s"]: ids["."], ids["."]: tok.eot_id})
     cfg = RunConfig.from_dict({"eval": {"samples": 1, "sample_tokens": 10, "prompts": ["", "cat"]}})
-    write_samples(model, tok, cfg, tmp_path / "s.jsonl")
-    rows = [json.loads(line) for line in (tmp_path / "s.jsonl").read_text().splitlines()]
+    sample_after_training(model, tok, cfg, tmp_path / "s")
+    rows = read_samples(tmp_path / "s", "samples")
     assert rows[0] == {"prompt": "", "sample": 0, "text": "The cat's.", "tokens": 4, "stopped_at_eot": True}
     assert rows[1]["text"] == "'s." and rows[1]["stopped_at_eot"]
     short = RunConfig.from_dict({"eval": {"samples": 1, "sample_tokens": 2, "prompts": [""], "detokenize": False}})
-    write_samples(model, tok, short, tmp_path / "t.jsonl")
-    row = json.loads((tmp_path / "t.jsonl").read_text())
+    sample_after_training(model, tok, short, tmp_path / "t")
+    (row,) = read_samples(tmp_path / "t", "samples")
     assert row["text"] == "the cat" and not row["stopped_at_eot"]  # cut by the limit, tokens joined raw
 
 
