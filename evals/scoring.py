@@ -99,12 +99,23 @@ def score_token_pairs(model, pairs: Sequence[tuple[list[int], list[int]]], batch
             uses.append((i, unique[key]))
     job_logp = np.zeros(len(jobs), dtype=np.float64)
     job_greedy = np.ones(len(jobs), dtype=bool)
-    # Longest first: similar lengths share a batch; ties keep input order, so the grouping is a
-    # pure function of the data and batch_size.
-    order = sorted(range(len(jobs)), key=lambda j: -len(jobs[j][0]))
+
+    def score(rows: list[int], logits: torch.Tensor, targets: torch.Tensor, row: torch.Tensor) -> None:
+        """Sum the scored positions' log-probabilities (and greedy misses) into their jobs."""
+        logp = torch.zeros(len(rows), dtype=torch.float64, device=logits.device)
+        logp.index_add_(0, row, -token_nats(logits, targets).double())
+        miss = torch.zeros(len(rows), dtype=torch.long, device=logits.device)
+        miss.index_add_(0, row, (logits.argmax(-1) != targets).long())
+        job_logp[rows] = logp.cpu().numpy()
+        job_greedy[rows] = (miss == 0).cpu().numpy()
+
     was_training = model.training
     model.eval()
     try:
+        done = score_shared_prefixes(model, jobs, batch_size, device, score)
+        # Longest first: similar lengths share a batch; ties keep input order, so the grouping is a
+        # pure function of the data and batch_size.
+        order = sorted((j for j in range(len(jobs)) if j not in done), key=lambda j: -len(jobs[j][0]))
         for b in range(0, len(order), batch_size):
             rows = order[b : b + batch_size]
             batch = [jobs[j] for j in rows]
@@ -123,14 +134,7 @@ def score_token_pairs(model, pairs: Sequence[tuple[list[int], list[int]]], batch
             if logits is None:  # a model without a final lm_head: every position, then the scored ones
                 full = model(x)
                 logits = full.reshape(-1, full.shape[-1]).index_select(0, where)
-            targets = y.flatten().index_select(0, where)
-            row = torch.div(where, width, rounding_mode="floor")
-            logp = torch.zeros(len(batch), dtype=torch.float64, device=logits.device)
-            logp.index_add_(0, row, -token_nats(logits, targets).double())
-            miss = torch.zeros(len(batch), dtype=torch.long, device=logits.device)
-            miss.index_add_(0, row, (logits.argmax(-1) != targets).long())
-            job_logp[rows] = logp.cpu().numpy()
-            job_greedy[rows] = (miss == 0).cpu().numpy()
+            score(rows, logits, y.flatten().index_select(0, where), torch.div(where, width, rounding_mode="floor"))
     finally:
         model.train(was_training)
     totals = np.zeros(len(pairs), dtype=np.float64)
@@ -141,6 +145,59 @@ def score_token_pairs(model, pairs: Sequence[tuple[list[int], list[int]]], batch
         counts[i] += len(jobs[j][1])
         greedy[i] &= job_greedy[j]
     return [Score(float(t), int(c), bool(g)) for t, c, g in zip(totals, counts, greedy)]
+
+
+def score_shared_prefixes(model, jobs: list[tuple[list[int], list[int]]], batch_size: int, device: str,
+                          score) -> set[int]:
+    """Score the jobs whose unscored prefix (the input before the first scored position) is shared
+    with another job, reading each prefix once through the model's cache; returns their indices.
+
+    A HellaSwag item's four endings share the context: the context runs once (`read_prefix`), and
+    the endings, batched, run against its keys and values (`read_after`), so the context's cost
+    is paid once instead of four times. Prefixes are batched a few at a time so that the endings of
+    one batch number about `batch_size`. A model without a cache (`read_prefix` returns None) has
+    every job scored by the caller's uncached path instead.
+    """
+    groups: dict[tuple, list[int]] = {}
+    for j, (inp, targets) in enumerate(jobs):
+        p = len(inp) - len(targets)
+        if p > 0:
+            groups.setdefault(tuple(inp[:p]), []).append(j)
+    shared = sorted((g for g in groups.items() if len(g[1]) > 1), key=lambda g: -len(g[0]))
+    done: set[int] = set()
+    b = 0
+    while b < len(shared):
+        chunk, n_rows = [], 0
+        while b < len(shared) and (not chunk or n_rows + len(shared[b][1]) <= batch_size):
+            chunk.append(shared[b])
+            n_rows += len(shared[b][1])
+            b += 1
+        lengths = torch.tensor([len(prefix) for prefix, _ in chunk])
+        prefixes = torch.zeros(len(chunk), int(lengths.max()), dtype=torch.long)
+        for g, (prefix, _) in enumerate(chunk):
+            prefixes[g, : len(prefix)] = torch.as_tensor(prefix)
+        cache = model.read_prefix(prefixes.to(device), lengths)
+        if cache is None:
+            return done
+        rows = [j for _, members in chunk for j in members]
+        group = torch.tensor([g for g, (_, members) in enumerate(chunk) for _ in members])
+        width = max(len(jobs[j][1]) for j in rows)
+        x = torch.zeros(len(rows), width, dtype=torch.long)
+        y = torch.zeros(len(rows), width, dtype=torch.long)
+        mask = torch.zeros(len(rows), width, dtype=torch.bool)
+        for r, j in enumerate(rows):
+            inp, targets = jobs[j]
+            n = len(targets)
+            x[r, :n] = torch.as_tensor(inp[len(inp) - n :])
+            y[r, :n] = torch.as_tensor(targets)
+            mask[r, :n] = True
+        x, y, mask = x.to(device), y.to(device), mask.to(device)
+        h = model.read_after(cache, group.to(device), x)
+        where = mask.flatten().nonzero().squeeze(1)
+        logits = model.lm_head(h.reshape(-1, h.shape[-1]).index_select(0, where))
+        score(rows, logits, y.flatten().index_select(0, where), torch.div(where, width, rounding_mode="floor"))
+        done.update(rows)
+    return done
 
 
 def scored_logits(model, x: torch.Tensor, where: torch.Tensor) -> torch.Tensor | None:
