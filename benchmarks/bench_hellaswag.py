@@ -23,6 +23,7 @@ import argparse
 import json
 import logging
 import subprocess
+import sys
 import time
 import types
 
@@ -99,6 +100,7 @@ def scoring_at(rev: str) -> types.ModuleType:
     """evals/scoring.py as it was at git revision `rev`, loaded as its own module."""
     src = subprocess.run(["git", "show", f"{rev}:evals/scoring.py"], capture_output=True, text=True, check=True).stdout
     module = types.ModuleType(f"scoring_at_{rev}")
+    sys.modules[module.__name__] = module  # dataclasses look their module up there
     exec(compile(src, f"{rev}:evals/scoring.py", "exec"), module.__dict__)
     return module
 
