@@ -42,15 +42,20 @@ class Score:
     greedy: bool = True  # every continuation token is the model's most likely next token (lm-eval's is_greedy)
 
 
-def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
-    """Token ids of (context, continuation) as lm-evaluation-harness splits them."""
+def encode_pair(tokenizer, context: str, continuation: str,
+                encoded: dict[str, list[int]] | None = None) -> tuple[list[int], list[int]]:
+    """Token ids of (context, continuation) as lm-evaluation-harness splits them; `encoded` keeps
+    the contexts' ids across calls (a multiple-choice item's endings share one context)."""
     n_spaces = len(context) - len(context.rstrip())
     if n_spaces:
         continuation = context[-n_spaces:] + continuation
         context = context[:-n_spaces]
     if not context:
         return [tokenizer.eot_id], list(tokenizer.encode(continuation))
-    ctx = list(tokenizer.encode(context))
+    encoded = {} if encoded is None else encoded
+    if context not in encoded:
+        encoded[context] = list(tokenizer.encode(context))
+    ctx = encoded[context]
     whole = list(tokenizer.encode(context + continuation))
     return (ctx or [tokenizer.eot_id]), whole[len(ctx):]
 
@@ -154,8 +159,9 @@ def score_shared_prefixes(model, jobs: list[tuple[list[int], list[int]]], batch_
 
     A HellaSwag item's four endings share the context: the context runs once (`read_prefix`), and
     the endings, batched, run against its keys and values (`read_after`), so the context's cost
-    is paid once instead of four times. Prefixes are batched a few at a time so that the endings of
-    one batch number about `batch_size`. A model without a cache (`read_prefix` returns None) has
+    is paid once instead of four times. A prefix's continuations are packed back to back in one
+    row (no padding between them), and prefixes are batched a few at a time so that the
+    continuations of one batch number about `batch_size`. A model without a cache (`read_prefix` returns None) has
     every job scored by the caller's uncached path instead.
     """
     groups: dict[tuple, list[int]] = {}
@@ -179,23 +185,29 @@ def score_shared_prefixes(model, jobs: list[tuple[list[int], list[int]]], batch_
         cache = model.read_prefix(prefixes.to(device), lengths)
         if cache is None:
             return done
+        # each prefix's continuations packed back to back in one row (see read_after's offsets)
         rows = [j for _, members in chunk for j in members]
-        group = torch.tensor([g for g, (_, members) in enumerate(chunk) for _ in members])
-        width = max(len(jobs[j][1]) for j in rows)
-        x = torch.zeros(len(rows), width, dtype=torch.long)
-        y = torch.zeros(len(rows), width, dtype=torch.long)
-        mask = torch.zeros(len(rows), width, dtype=torch.bool)
-        for r, j in enumerate(rows):
-            inp, targets = jobs[j]
-            n = len(targets)
-            x[r, :n] = torch.as_tensor(inp[len(inp) - n :])
-            y[r, :n] = torch.as_tensor(targets)
-            mask[r, :n] = True
-        x, y, mask = x.to(device), y.to(device), mask.to(device)
-        h = model.read_after(cache, group.to(device), x)
-        where = mask.flatten().nonzero().squeeze(1)
+        width = max(sum(len(jobs[j][1]) for j in members) for _, members in chunk)
+        x = torch.zeros(len(chunk), width, dtype=torch.long)
+        y = torch.zeros(len(chunk), width, dtype=torch.long)
+        offsets = torch.arange(width).repeat(len(chunk), 1)  # padding continues the last continuation
+        owner = torch.full((len(chunk), width), -1, dtype=torch.long)  # index in `rows` of each scored token
+        r = 0
+        for g, (_, members) in enumerate(chunk):
+            at = 0
+            for j in members:
+                inp, targets = jobs[j]
+                n = len(targets)
+                x[g, at : at + n] = torch.as_tensor(inp[len(inp) - n :])
+                y[g, at : at + n] = torch.as_tensor(targets)
+                offsets[g, at:] = torch.arange(width - at)
+                owner[g, at : at + n] = r
+                at, r = at + n, r + 1
+        x, y, offsets, owner = x.to(device), y.to(device), offsets.to(device), owner.to(device)
+        h = model.read_after(cache, torch.arange(len(chunk), device=device), x, offsets)
+        where = (owner >= 0).flatten().nonzero().squeeze(1)
         logits = model.lm_head(h.reshape(-1, h.shape[-1]).index_select(0, where))
-        score(rows, logits, y.flatten().index_select(0, where), torch.div(where, width, rounding_mode="floor"))
+        score(rows, logits, y.flatten().index_select(0, where), owner.flatten().index_select(0, where))
         done.update(rows)
     return done
 
@@ -229,7 +241,8 @@ def scored_logits(model, x: torch.Tensor, where: torch.Tensor) -> torch.Tensor |
 def score_continuations(model, tokenizer, pairs: Sequence[tuple[str, str]], batch_size: int = 32,
                         device: str = "cpu") -> list[Score]:
     """Summed log-probability (nats) and token count of each continuation given its context."""
-    return score_token_pairs(model, [encode_pair(tokenizer, c, x) for c, x in pairs], batch_size, device)
+    encoded: dict[str, list[int]] = {}
+    return score_token_pairs(model, [encode_pair(tokenizer, c, x, encoded) for c, x in pairs], batch_size, device)
 
 
 def sentence_logprobs(model, tokenizer, sentences: Sequence[str], batch_size: int = 32,

@@ -72,9 +72,15 @@ class LanguageModel(nn.Module):
         """
         return None
 
-    def read_after(self, cache, rows: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    def read_after(self, cache, rows: torch.Tensor, idx: torch.Tensor,
+                   offsets: torch.Tensor | None = None) -> torch.Tensor:
         """Final hidden states (the input of `lm_head`), (N, T, C), of `idx` (N, T) read right
-        after prefix `rows[n]` of a `read_prefix` cache; padding at the end of a row is ignored."""
+        after prefix `rows[n]` of a `read_prefix` cache.
+
+        A row may hold several continuations of its prefix back to back (no padding between
+        them): `offsets` (N, T) gives each token's position after the prefix, and an offset of 0
+        starts a new continuation, which sees only the prefix and its own earlier tokens. None:
+        one continuation per row (0, 1, 2, ...). Padding at the end of a row is ignored."""
         raise NotImplementedError(f"{type(self).__name__} keeps no prefix cache (read_prefix returned None)")
 
     def attention_weights(self, idx: torch.Tensor) -> list[torch.Tensor] | torch.Tensor | None:

@@ -340,15 +340,20 @@ class GPT(LanguageModel):
         _, keys, values = self.cached_blocks(idx, pos, causal, None)
         return KVCache(keys, values, lengths.to(idx.device))
 
-    def read_after(self, cache: KVCache, rows: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    def read_after(self, cache: KVCache, rows: torch.Tensor, idx: torch.Tensor,
+                   offsets: torch.Tensor | None = None) -> torch.Tensor:
         N, T = idx.shape
         P = cache.keys[0].shape[2]
+        if offsets is None:
+            offsets = torch.arange(T, device=idx.device).expand(N, T)
         start = cache.lengths[rows]  # (N,) each row's first position
         # a row's padding may run past the last position; it is never read, so any valid one will do
-        pos = (start[:, None] + torch.arange(T, device=idx.device)).clamp(max=self.block_size - 1)
+        pos = (start[:, None] + offsets).clamp(max=self.block_size - 1)
         seen = torch.arange(P, device=idx.device)[None, :] < start[:, None]  # its own prefix, not the padding
+        segment = torch.cumsum(offsets == 0, dim=1)  # which continuation of the row each token is in
         causal = torch.ones(T, T, dtype=torch.bool, device=idx.device).tril()
-        mask = torch.cat([seen[:, None, :].expand(N, T, P), causal.expand(N, T, T)], dim=-1)[:, None]
+        own = (segment[:, :, None] == segment[:, None, :]) & causal
+        mask = torch.cat([seen[:, None, :].expand(N, T, P), own], dim=-1)[:, None]
         past = [(k[rows], v[rows]) for k, v in zip(cache.keys, cache.values)]
         x, _, _ = self.cached_blocks(idx, pos, mask, past)
         return x
