@@ -160,8 +160,10 @@ def score_shared_prefixes(model, jobs: list[tuple[list[int], list[int]]], batch_
     A HellaSwag item's four endings share the context: the context runs once (`read_prefix`), and
     the endings, batched, run against its keys and values (`read_after`), so the context's cost
     is paid once instead of four times. A prefix's continuations are packed back to back in one
-    row (no padding between them), `batch_size` prefixes (rows) at a time. A model without a
-    cache (`read_prefix` returns None) has every job scored by the caller's uncached path instead.
+    row (no padding between them), and a batch holds as many prefixes as keep its continuations
+    within `batch_size` (measured faster on a CPU than `batch_size` prefixes, whose masked
+    attention grows with the packed rows). A model without a cache (`read_prefix` returns None)
+    has every job scored by the caller's uncached path instead.
     """
     groups: dict[tuple, list[int]] = {}
     for j, (inp, targets) in enumerate(jobs):
@@ -170,8 +172,13 @@ def score_shared_prefixes(model, jobs: list[tuple[list[int], list[int]]], batch_
             groups.setdefault(tuple(inp[:p]), []).append(j)
     shared = sorted((g for g in groups.items() if len(g[1]) > 1), key=lambda g: -len(g[0]))
     done: set[int] = set()
-    for b in range(0, len(shared), batch_size):
-        chunk = shared[b : b + batch_size]
+    b = 0
+    while b < len(shared):
+        chunk, n_rows = [], 0
+        while b < len(shared) and (not chunk or n_rows + len(shared[b][1]) <= batch_size):
+            chunk.append(shared[b])
+            n_rows += len(shared[b][1])
+            b += 1
         lengths = torch.tensor([len(prefix) for prefix, _ in chunk])
         prefixes = torch.zeros(len(chunk), int(lengths.max()), dtype=torch.long)
         for g, (prefix, _) in enumerate(chunk):
