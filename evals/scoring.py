@@ -14,7 +14,10 @@ tokens and their count. It follows lm-evaluation-harness's `loglikelihood` reque
   window is scored in successive windows, each with as much left context as fits (lm-eval's
   rolling log-likelihood), so every continuation token is scored exactly once;
 - windows are sorted by length, batched with right padding (causal models never see the padding)
-  and scattered back, so results do not depend on `batch_size` beyond float rounding.
+  and scattered back, so results do not depend on `batch_size` beyond float rounding;
+- windows sharing their unscored prefix (a multiple-choice item's context) read it once when the
+  model keeps a prefix cache (`read_prefix`), and only the scored positions are projected to
+  logits (`score_shared_prefixes`, `scored_logits`).
 
 `stream_loss` is the strided loss over a flat token stream (the perplexity eval); `features` and
 `pooled_features` read the input of `model.lm_head` (the final hidden state) for linear probes.
