@@ -2,12 +2,19 @@
 
     python -m benchmarks.bench_hellaswag --path hellaswag_val.jsonl
     python -m benchmarks.bench_hellaswag --path hellaswag_val.jsonl --limit 2000 --batch-sizes 16,64
+    python -m benchmarks.bench_hellaswag --path hellaswag_val.jsonl --limit 1000 --cell CELL_DIR \
+        --before 096f801 --repeats 3 --threads 1 --csv benchmarks/results/cpu_hellaswag_before_after.csv
 
 The model is an untrained GPT of the default config (4 layers, 4 heads, 128 wide, block 128: about
 0.8M non-embedding parameters) over a byte-level BPE vocabulary trained on the built-in corpus;
 scoring cost does not depend on the weights, so an untrained model times the same as a trained one
-(its accuracy is chance, about 0.25). Each item is 4 (context, ending) requests through
-evals.scoring; the time covers tokenization, batching and the forward passes, not data loading.
+(its accuracy is chance, about 0.25); `--cell` times a trained cell instead. Each item is 4
+(context, ending) requests through evals.scoring; the time covers tokenization, batching and the
+forward passes, not data loading.
+
+`--before REV` also times `evals/scoring.py` as it was at git revision REV on the same model and
+items, alternating before/after runs `--repeats` times (so a change in the machine's load hits
+both), and checks that both give the same per-item decisions; `--csv` writes one row per run.
 """
 
 from __future__ import annotations
@@ -15,16 +22,21 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import subprocess
+import sys
 import time
+import types
 
+import numpy as np
 import torch
 
 from evals.hellaswag import HellaSwagOptions, load_items, score_items, to_item
 from evals.scoring import seeded_subset
+from research.checkpoint import load_cell
 from research.config import RunConfig
 from research.data import load_corpus
 from research.errors import run_main
-from research.io import atomic_write_json
+from research.io import atomic_write_csv, atomic_write_json
 from research.models import build_model
 from research.tokenizers import train_tokenizer
 
@@ -40,6 +52,10 @@ def parse_args(argv):
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     p.add_argument("--out", default=None, help="also write the numbers to this JSON file")
+    p.add_argument("--cell", default=None, help="a trained cell's folder: time its model and tokenizer")
+    p.add_argument("--before", default=None, help="git revision whose evals/scoring.py to time against")
+    p.add_argument("--repeats", type=int, default=1, help="alternating before/after runs (with --before)")
+    p.add_argument("--csv", default=None, help="with --before: one row per run to this CSV file")
     return p.parse_args(argv)
 
 
@@ -48,16 +64,23 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = RunConfig.from_dict({"data": {"source": "builtin", "n_docs": 2000},
-                               "tokenizer": {"kind": "bpe", "vocab_size": args.vocab_size}, "model": {"arch": "gpt"}})
-    tok = train_tokenizer(cfg.tokenizer, load_corpus(cfg.data).train)
-    torch.manual_seed(0)
-    model = build_model(cfg.model, tok.vocab_size).to(args.device).eval()
+    if args.cell:
+        cell = load_cell(args.cell, args.device)
+        model, tok = cell.model.to(args.device).eval(), cell.tokenizer
+    else:
+        cfg = RunConfig.from_dict({"data": {"source": "builtin", "n_docs": 2000},
+                                   "tokenizer": {"kind": "bpe", "vocab_size": args.vocab_size},
+                                   "model": {"arch": "gpt"}})
+        tok = train_tokenizer(cfg.tokenizer, load_corpus(cfg.data).train)
+        torch.manual_seed(0)
+        model = build_model(cfg.model, tok.vocab_size).to(args.device).eval()
     docs = load_items(HellaSwagOptions(path=args.path))
     items = [to_item(docs[i]) for i in seeded_subset(len(docs), args.limit, 0)]
     report = {"items": len(items), "params": model.num_params(),
               "params_non_embedding": model.num_params(non_embedding=True), "vocab_size": tok.vocab_size,
               "device": args.device, "threads": torch.get_num_threads(), "runs": []}
+    if args.before:
+        return before_after(args, model, tok, items, report)
     for bs in [int(b) for b in args.batch_sizes.split(",")]:
         started = time.perf_counter()
         out = score_items(model, tok, items, batch_size=bs, device=args.device)
@@ -68,6 +91,59 @@ def main(argv=None) -> int:
         print(f"batch {bs}: {len(items)} items in {wall:.1f} s = {run['items_per_s']} items/s "
               f"(acc {run['acc']:.4f}, acc_norm {run['acc_norm']:.4f})")
     print(json.dumps({k: v for k, v in report.items() if k != "runs"}))
+    if args.out:
+        atomic_write_json(args.out, report)
+    return 0
+
+
+def scoring_at(rev: str) -> types.ModuleType:
+    """evals/scoring.py as it was at git revision `rev`, loaded as its own module."""
+    src = subprocess.run(["git", "show", f"{rev}:evals/scoring.py"], capture_output=True, text=True, check=True).stdout
+    module = types.ModuleType(f"scoring_at_{rev}")
+    sys.modules[module.__name__] = module  # dataclasses look their module up there
+    exec(compile(src, f"{rev}:evals/scoring.py", "exec"), module.__dict__)
+    return module
+
+
+def decisions(items, scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per item: the acc and acc_norm choices (as evals.hellaswag.score_items decides) and the log-likelihoods."""
+    ll = np.array([s.logprob for s in scores]).reshape(len(items), -1)
+    chars = np.array([[float(len(e)) for e in it.endings] for it in items])
+    return ll.argmax(1), (ll / chars).argmax(1), ll
+
+
+def before_after(args, model, tok, items, report) -> int:
+    import evals.scoring as after
+
+    before = scoring_at(args.before)
+    pairs = [(it.query, " " + e) for it in items for e in it.endings]
+    bs = int(args.batch_sizes.split(",")[0])
+    rows, results = [], {}
+    for repeat in range(args.repeats):
+        for name, module in (("before", before), ("after", after)):
+            started = time.perf_counter()
+            scores = module.score_continuations(model, tok, pairs, bs, args.device)
+            wall = time.perf_counter() - started
+            results[name] = decisions(items, scores)
+            revision = args.before if name == "before" else "working tree"
+            rows.append({"repeat": repeat, "scoring": name, "revision": revision,
+                         "items": len(items), "batch_size": bs, "threads": torch.get_num_threads(),
+                         "wall_s": round(wall, 2), "items_per_s": round(len(items) / wall, 1)})
+            print(f"repeat {repeat} {name}: {len(items)} items in {wall:.1f} s = {rows[-1]['items_per_s']} items/s")
+    (acc_b, norm_b, ll_b), (acc_a, norm_a, ll_a) = results["before"], results["after"]
+    for name in ("before", "after"):
+        mean = float(np.mean([r["items_per_s"] for r in rows if r["scoring"] == name]))
+        report[f"{name}_items_per_s_mean"] = round(mean, 1)
+    report.update(speedup=round(report["after_items_per_s_mean"] / report["before_items_per_s_mean"], 2),
+                  acc_differing=int((acc_b != acc_a).sum()), acc_norm_differing=int((norm_b != norm_a).sum()),
+                  max_loglik_gap_nats=float(np.abs(ll_b - ll_a).max()), runs=rows)
+    for row in rows:
+        row.update({k: report[k] for k in ("params", "vocab_size", "acc_differing", "acc_norm_differing",
+                                           "max_loglik_gap_nats")})
+        row["cell"] = args.cell or "untrained default GPT"
+    print(json.dumps({k: v for k, v in report.items() if k != "runs"}))
+    if args.csv:
+        atomic_write_csv(args.csv, rows, list(rows[0]))
     if args.out:
         atomic_write_json(args.out, report)
     return 0

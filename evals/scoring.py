@@ -14,7 +14,10 @@ tokens and their count. It follows lm-evaluation-harness's `loglikelihood` reque
   window is scored in successive windows, each with as much left context as fits (lm-eval's
   rolling log-likelihood), so every continuation token is scored exactly once;
 - windows are sorted by length, batched with right padding (causal models never see the padding)
-  and scattered back, so results do not depend on `batch_size` beyond float rounding.
+  and scattered back, so results do not depend on `batch_size` beyond float rounding;
+- windows sharing their unscored prefix (a multiple-choice item's context) read it once when the
+  model keeps a prefix cache (`read_prefix`), and only the scored positions are projected to
+  logits (`score_shared_prefixes`, `scored_logits`).
 
 `stream_loss` is the strided loss over a flat token stream (the perplexity eval); `features` and
 `pooled_features` read the input of `model.lm_head` (the final hidden state) for linear probes.
@@ -42,15 +45,20 @@ class Score:
     greedy: bool = True  # every continuation token is the model's most likely next token (lm-eval's is_greedy)
 
 
-def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
-    """Token ids of (context, continuation) as lm-evaluation-harness splits them."""
+def encode_pair(tokenizer, context: str, continuation: str,
+                encoded: dict[str, list[int]] | None = None) -> tuple[list[int], list[int]]:
+    """Token ids of (context, continuation) as lm-evaluation-harness splits them; `encoded` keeps
+    the contexts' ids across calls (a multiple-choice item's endings share one context)."""
     n_spaces = len(context) - len(context.rstrip())
     if n_spaces:
         continuation = context[-n_spaces:] + continuation
         context = context[:-n_spaces]
     if not context:
         return [tokenizer.eot_id], list(tokenizer.encode(continuation))
-    ctx = list(tokenizer.encode(context))
+    encoded = {} if encoded is None else encoded
+    if context not in encoded:
+        encoded[context] = list(tokenizer.encode(context))
+    ctx = encoded[context]
     whole = list(tokenizer.encode(context + continuation))
     return (ctx or [tokenizer.eot_id]), whole[len(ctx):]
 
@@ -99,12 +107,23 @@ def score_token_pairs(model, pairs: Sequence[tuple[list[int], list[int]]], batch
             uses.append((i, unique[key]))
     job_logp = np.zeros(len(jobs), dtype=np.float64)
     job_greedy = np.ones(len(jobs), dtype=bool)
-    # Longest first: similar lengths share a batch; ties keep input order, so the grouping is a
-    # pure function of the data and batch_size.
-    order = sorted(range(len(jobs)), key=lambda j: -len(jobs[j][0]))
+
+    def score(rows: list[int], logits: torch.Tensor, targets: torch.Tensor, row: torch.Tensor) -> None:
+        """Sum the scored positions' log-probabilities (and greedy misses) into their jobs."""
+        logp = torch.zeros(len(rows), dtype=torch.float64, device=logits.device)
+        logp.index_add_(0, row, -token_nats(logits, targets).double())
+        miss = torch.zeros(len(rows), dtype=torch.long, device=logits.device)
+        miss.index_add_(0, row, (logits.argmax(-1) != targets).long())
+        job_logp[rows] = logp.cpu().numpy()
+        job_greedy[rows] = (miss == 0).cpu().numpy()
+
     was_training = model.training
     model.eval()
     try:
+        done = score_shared_prefixes(model, jobs, batch_size, device, score)
+        # Longest first: similar lengths share a batch; ties keep input order, so the grouping is a
+        # pure function of the data and batch_size.
+        order = sorted((j for j in range(len(jobs)) if j not in done), key=lambda j: -len(jobs[j][0]))
         for b in range(0, len(order), batch_size):
             rows = order[b : b + batch_size]
             batch = [jobs[j] for j in rows]
@@ -123,14 +142,7 @@ def score_token_pairs(model, pairs: Sequence[tuple[list[int], list[int]]], batch
             if logits is None:  # a model without a final lm_head: every position, then the scored ones
                 full = model(x)
                 logits = full.reshape(-1, full.shape[-1]).index_select(0, where)
-            targets = y.flatten().index_select(0, where)
-            row = torch.div(where, width, rounding_mode="floor")
-            logp = torch.zeros(len(batch), dtype=torch.float64, device=logits.device)
-            logp.index_add_(0, row, -token_nats(logits, targets).double())
-            miss = torch.zeros(len(batch), dtype=torch.long, device=logits.device)
-            miss.index_add_(0, row, (logits.argmax(-1) != targets).long())
-            job_logp[rows] = logp.cpu().numpy()
-            job_greedy[rows] = (miss == 0).cpu().numpy()
+            score(rows, logits, y.flatten().index_select(0, where), torch.div(where, width, rounding_mode="floor"))
     finally:
         model.train(was_training)
     totals = np.zeros(len(pairs), dtype=np.float64)
@@ -141,6 +153,67 @@ def score_token_pairs(model, pairs: Sequence[tuple[list[int], list[int]]], batch
         counts[i] += len(jobs[j][1])
         greedy[i] &= job_greedy[j]
     return [Score(float(t), int(c), bool(g)) for t, c, g in zip(totals, counts, greedy)]
+
+
+def score_shared_prefixes(model, jobs: list[tuple[list[int], list[int]]], batch_size: int, device: str,
+                          score) -> set[int]:
+    """Score the jobs whose unscored prefix (the input before the first scored position) is shared
+    with another job, reading each prefix once through the model's cache; returns their indices.
+
+    A HellaSwag item's four endings share the context: the context runs once (`read_prefix`), and
+    the endings, batched, run against its keys and values (`read_after`), so the context's cost
+    is paid once instead of four times. A prefix's continuations are packed back to back in one
+    row (no padding between them), and a batch holds as many prefixes as keep its continuations
+    within `batch_size` (measured faster on a CPU than `batch_size` prefixes, whose masked
+    attention grows with the packed rows). A model without a cache (`read_prefix` returns None)
+    has every job scored by the caller's uncached path instead.
+    """
+    groups: dict[tuple, list[int]] = {}
+    for j, (inp, targets) in enumerate(jobs):
+        p = len(inp) - len(targets)
+        if p > 0:
+            groups.setdefault(tuple(inp[:p]), []).append(j)
+    shared = sorted((g for g in groups.items() if len(g[1]) > 1), key=lambda g: -len(g[0]))
+    done: set[int] = set()
+    b = 0
+    while b < len(shared):
+        chunk, n_rows = [], 0
+        while b < len(shared) and (not chunk or n_rows + len(shared[b][1]) <= batch_size):
+            chunk.append(shared[b])
+            n_rows += len(shared[b][1])
+            b += 1
+        lengths = torch.tensor([len(prefix) for prefix, _ in chunk])
+        prefixes = torch.zeros(len(chunk), int(lengths.max()), dtype=torch.long)
+        for g, (prefix, _) in enumerate(chunk):
+            prefixes[g, : len(prefix)] = torch.as_tensor(prefix)
+        cache = model.read_prefix(prefixes.to(device), lengths)
+        if cache is None:
+            return done
+        # each prefix's continuations packed back to back in one row (see read_after's offsets)
+        rows = [j for _, members in chunk for j in members]
+        width = max(sum(len(jobs[j][1]) for j in members) for _, members in chunk)
+        x = torch.zeros(len(chunk), width, dtype=torch.long)
+        y = torch.zeros(len(chunk), width, dtype=torch.long)
+        offsets = torch.arange(width).repeat(len(chunk), 1)  # padding continues the last continuation
+        owner = torch.full((len(chunk), width), -1, dtype=torch.long)  # index in `rows` of each scored token
+        r = 0
+        for g, (_, members) in enumerate(chunk):
+            at = 0
+            for j in members:
+                inp, targets = jobs[j]
+                n = len(targets)
+                x[g, at : at + n] = torch.as_tensor(inp[len(inp) - n :])
+                y[g, at : at + n] = torch.as_tensor(targets)
+                offsets[g, at:] = torch.arange(width - at)
+                owner[g, at : at + n] = r
+                at, r = at + n, r + 1
+        x, y, offsets, owner = x.to(device), y.to(device), offsets.to(device), owner.to(device)
+        h = model.read_after(cache, torch.arange(len(chunk), device=device), x, offsets)
+        where = (owner >= 0).flatten().nonzero().squeeze(1)
+        logits = model.lm_head(h.reshape(-1, h.shape[-1]).index_select(0, where))
+        score(rows, logits, y.flatten().index_select(0, where), owner.flatten().index_select(0, where))
+        done.update(rows)
+    return done
 
 
 def scored_logits(model, x: torch.Tensor, where: torch.Tensor) -> torch.Tensor | None:
@@ -172,7 +245,8 @@ def scored_logits(model, x: torch.Tensor, where: torch.Tensor) -> torch.Tensor |
 def score_continuations(model, tokenizer, pairs: Sequence[tuple[str, str]], batch_size: int = 32,
                         device: str = "cpu") -> list[Score]:
     """Summed log-probability (nats) and token count of each continuation given its context."""
-    return score_token_pairs(model, [encode_pair(tokenizer, c, x) for c, x in pairs], batch_size, device)
+    encoded: dict[str, list[int]] = {}
+    return score_token_pairs(model, [encode_pair(tokenizer, c, x, encoded) for c, x in pairs], batch_size, device)
 
 
 def sentence_logprobs(model, tokenizer, sentences: Sequence[str], batch_size: int = 32,

@@ -65,6 +65,27 @@ class LanguageModel(nn.Module):
             raise ConfigError(f"model.arch: {type(self).__name__} cannot run beyond block_size {self.block_size} "
                               f"(asked {length}); evaluate at a length <= {self.block_size}")
 
+    def read_prefix(self, idx: torch.Tensor, lengths: torch.Tensor):
+        """Read the prefixes `idx` (G, P), right-padded to `lengths` (G,), once, and keep what a
+        continuation needs (an attention model's keys and values) for `read_after`.
+
+        Multiple-choice scoring runs a shared context once this way and then all its endings
+        against it. None (the default): the model keeps no such state, and callers run each
+        context and continuation together through `forward`.
+        """
+        return None
+
+    def read_after(self, cache, rows: torch.Tensor, idx: torch.Tensor,
+                   offsets: torch.Tensor | None = None) -> torch.Tensor:
+        """Final hidden states (the input of `lm_head`), (N, T, C), of `idx` (N, T) read right
+        after prefix `rows[n]` of a `read_prefix` cache.
+
+        A row may hold several continuations of its prefix back to back (no padding between
+        them): `offsets` (N, T) gives each token's position after the prefix, and an offset of 0
+        starts a new continuation, which sees only the prefix and its own earlier tokens. None:
+        one continuation per row (0, 1, 2, ...). Padding at the end of a row is ignored."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no prefix cache (read_prefix returned None)")
+
     def attention_weights(self, idx: torch.Tensor) -> list[torch.Tensor] | torch.Tensor | None:
         """Attention weights for figures, from models that compute attention their own way; None
         (the default) has research.attention recompute them from the layers' queries and keys."""

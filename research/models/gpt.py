@@ -125,9 +125,13 @@ class Rotary(nn.Module):
         angles = torch.outer(torch.arange(max_len, dtype=torch.float32, device=self.inv.device), self.inv)  # (T, hd/2)
         self.cos, self.sin = angles.cos(), angles.sin()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, H, T, hd)
-        T = x.shape[-2]
-        cos, sin = self.cos[:T].to(x.dtype), self.sin[:T].to(x.dtype)
+    def forward(self, x: torch.Tensor, pos: torch.Tensor | None = None) -> torch.Tensor:  # x: (B, H, T, hd)
+        """Rotate x at positions 0..T-1, or at `pos` (B, T) (a continuation after a cached prefix)."""
+        if pos is None:
+            T = x.shape[-2]
+            cos, sin = self.cos[:T].to(x.dtype), self.sin[:T].to(x.dtype)
+        else:
+            cos, sin = self.cos[pos][:, None].to(x.dtype), self.sin[pos][:, None].to(x.dtype)
         x1, x2 = x.chunk(2, dim=-1)
         return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
 
@@ -161,7 +165,7 @@ class CausalSelfAttention(nn.Module):
         self.scaling = make_scaling(cfg, self.n_head)  # None: standard softmax
         self.register_load_state_dict_pre_hook(_split_fused_qkv)
 
-    def split_heads(self, x: torch.Tensor, memory: torch.Tensor | None = None
+    def split_heads(self, x: torch.Tensor, memory: torch.Tensor | None = None, pos: torch.Tensor | None = None
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         B, T, _ = x.shape
         memory = x if memory is None else memory
@@ -169,7 +173,7 @@ class CausalSelfAttention(nn.Module):
         kv = self.kv(memory).view(B, T, 2 * self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, 2Hkv, T, hd)
         k, v = kv.chunk(2, dim=1)
         if self.rotary is not None:
-            q, k = self.rotary(q), self.rotary(k)
+            q, k = self.rotary(q, pos), self.rotary(k, pos)
         return q, k, v
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -186,6 +190,27 @@ class CausalSelfAttention(nn.Module):
         else:
             y = self.scaling.output(self.attend(self.scaling.queries(q, self.window), k, v), self.window)
         return self.resid_drop(self.proj(y.transpose(1, 2).reshape(B, T, self.inner)))
+
+    def cached(self, x: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor,
+               past: tuple[torch.Tensor, torch.Tensor] | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Inference attention of x (B, T, C) at positions `pos` (B, T) over the `past` keys and
+        values (B, Hkv, P, hd) followed by x's own; `mask` (B, 1, T, P + T) is True where a key is
+        visible. Returns the output and x's own keys and values (what a cache keeps)."""
+        B, T, _ = x.shape
+        q, k, v = self.split_heads(x, pos=pos)
+        k_all, v_all = (k, v) if past is None else (torch.cat([past[0], k], 2), torch.cat([past[1], v], 2))
+        y = F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=mask, enable_gqa=self.n_kv_head != self.n_head)
+        return self.proj(y.transpose(1, 2).reshape(B, T, self.inner)), k, v
+
+
+@dataclass
+class KVCache:
+    """Per layer, the keys and values (G, Hkv, P, hd) of G right-padded prefixes of `lengths` tokens."""
+
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    lengths: torch.Tensor  # (G,)
 
 
 def _split_fused_qkv(module, state_dict, prefix, *args) -> None:
@@ -309,6 +334,61 @@ class GPT(LanguageModel):
         projection and each MLP's down projection (GPT-2 scales their initialisation)."""
         return [m.proj for m in self.modules() if isinstance(m, CausalSelfAttention)] + \
             [m.down for m in self.modules() if isinstance(m, MLP)]
+
+    # -- prefix cache for scoring many continuations of one context ------------------------------
+    def plain_layers(self) -> bool:
+        """Whether this model's forward is GPT's own over plain pre-norm blocks with full causal
+        attention: the cached path below re-implements exactly that computation, so a variant that
+        changes the forward, the blocks, the embedding, the window or the attention scaling keeps
+        the uncached path (the base class's default) instead of silently computing something else."""
+        return (type(self).forward is GPT.forward and type(self).embed is GPT.embed
+                and all(type(b) is Block and type(b.attn) is CausalSelfAttention and b.attn.window is None
+                        and b.attn.scaling is None for b in self.blocks))
+
+    def read_prefix(self, idx: torch.Tensor, lengths: torch.Tensor) -> KVCache | None:
+        if not self.plain_layers():
+            return None
+        G, T = idx.shape
+        pos = torch.arange(T, device=idx.device).expand(G, T)
+        causal = torch.ones(T, T, dtype=torch.bool, device=idx.device).tril()
+        _, keys, values = self.cached_blocks(idx, pos, causal, None)
+        return KVCache(keys, values, lengths.to(idx.device))
+
+    def read_after(self, cache: KVCache, rows: torch.Tensor, idx: torch.Tensor,
+                   offsets: torch.Tensor | None = None) -> torch.Tensor:
+        N, T = idx.shape
+        P = cache.keys[0].shape[2]
+        if offsets is None:
+            offsets = torch.arange(T, device=idx.device).expand(N, T)
+        start = cache.lengths[rows]  # (N,) each row's first position
+        # a row's padding may run past the last position; it is never read, so any valid one will do
+        pos = (start[:, None] + offsets).clamp(max=self.block_size - 1)
+        seen = torch.arange(P, device=idx.device)[None, :] < start[:, None]  # its own prefix, not the padding
+        segment = torch.cumsum(offsets == 0, dim=1)  # which continuation of the row each token is in
+        causal = torch.ones(T, T, dtype=torch.bool, device=idx.device).tril()
+        own = (segment[:, :, None] == segment[:, None, :]) & causal
+        mask = torch.cat([seen[:, None, :].expand(N, T, P), own], dim=-1)[:, None]
+        past = [(k[rows], v[rows]) for k, v in zip(cache.keys, cache.values)]
+        x, _, _ = self.cached_blocks(idx, pos, mask, past)
+        return x
+
+    def cached_blocks(self, idx: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor, past
+                      ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+        """`forward` up to `lm_head` at explicit positions over cached keys (inference only:
+        no dropout), returning the final hidden states and each layer's new keys and values."""
+        x = self.tok_emb(idx)
+        if self.pos_emb is not None:
+            x = x + self.pos_emb(pos)
+        elif self.cfg.pos == "sinusoidal":
+            x = x + self.pos_table[pos].to(x.dtype)
+        keys, values = [], []
+        for i, block in enumerate(self.blocks):
+            y, k, v = block.attn.cached(block.norm1(x), pos, mask, None if past is None else past[i])
+            x = x + y
+            x = x + block.mlp(block.norm2(x))
+            keys.append(k)
+            values.append(v)
+        return self.norm_f(x), keys, values
 
     @torch.no_grad()
     def init_weights_(self) -> None:

@@ -79,6 +79,29 @@ def modified_discounts(counts: np.ndarray) -> np.ndarray | None:
     return d if np.all((d > 0) & (d <= np.array([1, 2, 3]))) else None
 
 
+@dataclass
+class NGramCounts:
+    """One order's distinct n-grams, sorted by key, with what `fit` needs of each."""
+
+    keys: np.ndarray  # (context id) * V + token, sorted
+    counts: np.ndarray  # occurrences
+    suffix: np.ndarray  # id of its last k-1 tokens in order k-1's table
+    starts_sentence: np.ndarray  # its first token is end-of-text
+
+    @classmethod
+    def empty(cls) -> NGramCounts:
+        return cls(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, bool))
+
+    def merge(self, other: NGramCounts) -> None:
+        """Add `other`'s counts in (suffix and sentence start are functions of the n-gram)."""
+        keys, first, inverse = np.unique(np.concatenate([self.keys, other.keys]), return_index=True,
+                                         return_inverse=True)
+        counts = np.bincount(inverse, weights=np.concatenate([self.counts, other.counts]), minlength=keys.size)
+        self.keys, self.counts = keys, counts.astype(np.int64)
+        self.suffix = np.concatenate([self.suffix, other.suffix])[first]
+        self.starts_sentence = np.concatenate([self.starts_sentence, other.starts_sentence])[first]
+
+
 class NGram(LanguageModel):
     Config = NGramConfig
     trainable = False
@@ -98,49 +121,74 @@ class NGram(LanguageModel):
         return cls.Config(order=3)
 
     # -- fitting -------------------------------------------------------------------------------
-    def fit(self, train_tokens: np.ndarray) -> None:
-        """Count every order over the flat training stream (documents separated by end-of-text)."""
-        x = np.asarray(train_tokens, dtype=np.int64)
+    def fit(self, train_tokens: np.ndarray, chunk_tokens: int = 1 << 20) -> None:
+        """Count every order over the flat training stream (documents separated by end-of-text).
+
+        Memory is proportional to the distinct n-grams, not to the stream: `train_tokens` (any
+        integer array, a memory map included) is read `chunk_tokens` positions at a time, once per
+        order; each chunk's n-grams are counted and merged into the order's sorted table. A
+        position's (k-1)-gram id is found by looking its tokens up in the finished lower-order
+        tables, so no per-position array of the whole stream is kept.
+        """
         V, n = self.vocab_size, self.cfg.order
-        if x.size < n:
-            raise ValueError(f"{x.size} training tokens are fewer than the order {n}")
-        if x.min() < 0 or x.max() >= V:
-            raise ValueError(f"token ids must be in [0, {V}); found {x.min()}..{x.max()}")
+        size = len(train_tokens)
+        if size < n:
+            raise ValueError(f"{size} training tokens are fewer than the order {n}")
+        lo = min(int(train_tokens[i : i + chunk_tokens].min()) for i in range(0, size, chunk_tokens))
+        hi = max(int(train_tokens[i : i + chunk_tokens].max()) for i in range(0, size, chunk_tokens))
+        if lo < 0 or hi >= V:
+            raise ValueError(f"token ids must be in [0, {V}); found {lo}..{hi}")
         tables: dict[str, torch.Tensor] = {}
-        ids = np.zeros(x.size, dtype=np.int64)  # id of the (k-1)-gram ending at each position
-        keys = counts = np.zeros(1, dtype=np.int64)  # order 0: the empty context, id 0
+        done: list[np.ndarray] = []  # done[j - 1]: order j's sorted keys
+        prev: NGramCounts | None = None
         n_contexts = [1]  # n_contexts[k - 1]: distinct (k-1)-grams, the contexts of order k
-        history = self.history(x)
-        starts_sentence = np.zeros(1, dtype=bool)  # per (k-1)-gram: begins with <s> (end-of-text)
         for k in range(1, n + 1):
-            pos = np.arange(k - 1, x.size)  # positions where a k-gram ends
-            pos = pos[history[pos] >= k - 1]  # with reset_at_eot: n-grams inside one sentence only
-            prefix = ids[pos - 1] if k > 1 else np.zeros(pos.size, dtype=np.int64)
-            k_keys, first, inverse, k_counts = np.unique(prefix * V + x[pos], return_index=True,
-                                                         return_inverse=True, return_counts=True)
+            grams = NGramCounts.empty()
+            for start in range(0, size, chunk_tokens):
+                left = max(0, start - (k - 1))  # the k - 1 tokens before the chunk complete its first k-grams
+                t = np.asarray(train_tokens[left : start + chunk_tokens], dtype=np.int64)
+                grams.merge(self.chunk_grams(t, np.arange(max(start, k - 1) - left, t.size), k, done))
             if k > 1:  # order k-1 smooths continuation counts: distinct tokens preceding each (k-1)-gram
-                continuation = np.bincount(ids[pos[first]], minlength=keys.size)
+                continuation = np.bincount(grams.suffix, minlength=prev.keys.size)
                 if self.cfg.reset_at_eot and k > 2:  # a (k-1)-gram opening a sentence keeps its raw count
-                    continuation = np.where(starts_sentence, counts, continuation)
-                self._store(tables, k - 1, keys, continuation, n_contexts[k - 2])
-            starts_sentence = x[pos[first] - (k - 1)] == EOT_ID
-            n_contexts.append(k_keys.size)
-            keys, counts = k_keys, k_counts
-            ids = np.full(x.size, -1, dtype=np.int64)
-            ids[pos] = inverse
-        self._store(tables, n, keys, counts, n_contexts[n - 1])
+                    continuation = np.where(prev.starts_sentence, prev.counts, continuation)
+                self._store(tables, k - 1, prev.keys, continuation, n_contexts[k - 2])
+            n_contexts.append(grams.keys.size)
+            done.append(grams.keys)
+            prev = grams
+        self._store(tables, n, prev.keys, prev.counts, n_contexts[n - 1])
         self.load_fitted(tables)
 
-    def history(self, x: np.ndarray) -> np.ndarray:
-        """Per position p, the most tokens before p a context may hold: p itself (the whole input)
-        or, with reset_at_eot, up to and including the last end-of-text before p."""
-        p = np.arange(x.size)
-        if not self.cfg.reset_at_eot:
-            return p
-        eot = np.where(x == EOT_ID, p, -1)
-        last = np.maximum.accumulate(eot)  # last end-of-text at or before each position
-        before = np.concatenate([[-1], last[:-1]])  # strictly before
-        return np.where(before >= 0, p - before, p)
+    def chunk_grams(self, t: np.ndarray, pos: np.ndarray, k: int, done: list[np.ndarray]) -> NGramCounts:
+        """The distinct k-grams ending at positions `pos` of the token run `t`, with their counts.
+
+        A k-gram's key is (id of its first k-1 tokens in order k-1's table) * V + its last token;
+        `suffix` is the id of its last k-1 tokens (whose continuation count it adds to). With
+        reset_at_eot a k-gram counts only when end-of-text is at most its first or last token.
+        """
+        V = self.vocab_size
+        if self.cfg.reset_at_eot and k > 2:
+            eots = np.concatenate([[0], np.cumsum(t == EOT_ID)])
+            pos = pos[eots[pos] - eots[pos - k + 2] == 0]  # no end-of-text among tokens p-k+2 .. p-1
+        ids = self.gram_ids(t, done)  # ids[j - 1]: order j's id of the j-gram ending at each position
+        prefix = ids[k - 2][pos - 1] if k > 1 else np.zeros(pos.size, dtype=np.int64)
+        keys, first, counts = np.unique(prefix * V + t[pos], return_index=True, return_counts=True)
+        at = pos[first]
+        suffix = ids[k - 2][at] if k > 1 else np.zeros(keys.size, dtype=np.int64)
+        return NGramCounts(keys, counts, suffix, t[at - (k - 1)] == EOT_ID)
+
+    def gram_ids(self, t: np.ndarray, done: list[np.ndarray]) -> list[np.ndarray]:
+        """For each finished order j, the table id of the j-gram ending at each position of `t`
+        (-1 where it is not in the table or would start before `t`)."""
+        ids = []
+        prefix = np.zeros(t.size, dtype=np.int64)
+        for keys in done:
+            query = prefix * self.vocab_size + t
+            at = np.searchsorted(keys, query).clip(max=keys.size - 1)
+            found = np.where((prefix >= 0) & (keys[at] == query), at, -1)
+            ids.append(found)
+            prefix = np.concatenate([[-1], found[:-1]])
+        return ids
 
     def _store(self, tables: dict, k: int, keys: np.ndarray, counts: np.ndarray, n_contexts: int) -> None:
         """Order k's table: sorted keys, the counts it smooths, each context's slice, the discounts."""

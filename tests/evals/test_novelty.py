@@ -173,3 +173,43 @@ def test_max_train_docs_is_a_seeded_sample_reported_in_the_metrics(tmp_path):
     assert {ex["nearest_doc"] for ex in res.details["examples"]} <= {train[i] for i in keep}
     copied = [ex for ex in res.details["examples"] if ex["text"] in {train[i] for i in keep}]
     assert all(ex["similarity"] == pytest.approx(1.0, abs=2e-3) for ex in copied)
+
+
+def test_plain_and_stripped_documents_share_one_embedding_pass(tmp_path, monkeypatch):
+    """The real embedder sees the training documents once: one encode call holding the 4 plain
+    texts and the 3 that stripping changes; scores equal embedding each variant on its own."""
+    ctx = make_ctx(tmp_path, Corpus(train=TRAIN, val=[]))
+    stories = [TRAIN[1], "Once upon a time, a dog ran to the park to chase the ducks by the pond."]
+    write_jsonl(ctx.cell_dir / "samples" / "generation.jsonl",
+                [{"prompt": "", "completion": s, "text": s} for s in stories])
+    model = novelty.load_embedder(novelty.DEFAULT_EMBEDDER, "cpu")
+    calls = []
+    encode = model.encode
+    monkeypatch.setattr(model, "encode", lambda texts, **kw: calls.append(list(texts)) or encode(texts, **kw))
+    res = novelty.evaluate(ctx, {})
+    opening = ("once", "upon", "a", "time")
+    changed = [novelty.strip_opening(d, opening) for d in TRAIN if novelty.strip_opening(d, opening) != d]
+    assert len(changed) == 3
+    train_calls = [c for c in calls if TRAIN[0] in c]  # (the stories hold a copy of TRAIN[1])
+    assert train_calls == [TRAIN + changed]
+    # the reference: each variant embedded on its own, as before, searched with the same exact search
+    calls.clear()
+    embed = novelty.embed_with(model, 64)
+    for prefix, docs, texts in [("novelty", TRAIN, stories),
+                                ("novelty_stripped", [novelty.strip_opening(d, opening) for d in TRAIN],
+                                 [novelty.strip_opening(s.strip(), opening) for s in stories])]:
+        sims, _ = novelty.nearest(embed(texts), np.asarray(embed(docs), dtype=np.float16))
+        assert res.metrics[f"{prefix}_mean"] == pytest.approx(float(np.mean(1 - sims)), abs=1e-5)
+        assert res.metrics[f"{prefix}_p90"] == pytest.approx(float(np.quantile(1 - sims, 0.9)), abs=1e-5)
+
+
+def test_embedding_sets_embed_each_distinct_text_once(tmp_path):
+    embed = CountingEmbedder()
+    plain = [f"the cat {i} " + "xy" * i for i in range(7)]
+    other = [d if i % 2 else d.upper() + " changed" for i, d in enumerate(plain)]
+    a, b = novelty.cached_embedding_sets([plain, other], embed, "letters", tmp_path, block=3)
+    assert embed.seen == 7 + 4  # the 3 shared texts once
+    assert np.allclose(a, embed(plain), atol=0.05) and np.allclose(b, embed(other), atol=0.05)
+    embed.seen = 0
+    assert np.array_equal(novelty.cached_embeddings(other, embed, "letters", tmp_path), b) and embed.seen == 0
+    assert not list((tmp_path / "embeddings").glob(".*"))

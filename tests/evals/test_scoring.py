@@ -130,3 +130,40 @@ def test_features_capture_the_lm_head_input():
     want[1, 5] = 1.0
     assert torch.allclose(pooled, want)
     assert pooled_features(tiny_gpt(), TOK, ["abc", "a"]).shape == (2, 32)  # n_embd of the tiny config
+
+
+@pytest.mark.parametrize("overrides", [{}, {"pos": "rope", "n_kv_head": 1}, {"pos": "sinusoidal", "norm": "rmsnorm",
+                                                                             "mlp": "swiglu"}])
+def test_shared_contexts_read_once_score_as_the_uncached_model(overrides):
+    """Endings sharing a context go through the prefix cache (each context read once, as one
+    `read_prefix` row), and their log-likelihoods equal the plain forward's, computed here."""
+    torch.manual_seed(0)
+    model = GPT(GPT.Config(n_layer=2, n_head=2, n_embd=32, block_size=32, **overrides), vocab_size=50).eval()
+    rng = np.random.default_rng(0)
+    pairs = []
+    for _ in range(5):
+        ctx = rng.integers(0, 50, size=int(rng.integers(2, 20))).tolist()
+        pairs += [(ctx, rng.integers(0, 50, size=int(rng.integers(1, 9))).tolist()) for _ in range(4)]
+    # a long context with short endings batched with a short one with long endings: the padding
+    # of the first runs past block_size
+    pairs += [(list(range(1, 31)), [5]), (list(range(1, 31)), [6, 7])]
+    pairs += [([9, 8], rng.integers(0, 50, size=12).tolist()) for _ in range(2)]
+    pairs.append(([7], [3, 4]))  # a context of one token: nothing to cache, the uncached path
+    read = []
+    original = model.read_prefix
+    model.read_prefix = lambda idx, lengths: read.append(lengths.tolist()) or original(idx, lengths)
+    got = score_token_pairs(model, pairs, batch_size=6)
+    assert sorted(n for batch in read for n in batch) == sorted([len(c) - 1 for c, _ in pairs[:20:4]] + [29, 1])
+    for (ctx, cont), s in zip(pairs, got):
+        with torch.no_grad():
+            logp = torch.log_softmax(model(torch.tensor([ctx + cont[:-1]]))[0].double(), -1)[len(ctx) - 1 :]
+        assert s.logprob == pytest.approx(logp.gather(1, torch.tensor(cont)[:, None]).sum().item(), abs=1e-5)
+        assert s.tokens == len(cont)
+        assert s.greedy == bool((logp.argmax(-1) == torch.tensor(cont)).all())
+
+
+def test_variants_without_the_plain_layers_keep_the_uncached_path():
+    from research.models.windowed import WindowedGPT
+
+    model = WindowedGPT(WindowedGPT.tiny_config(), vocab_size=20)
+    assert model.read_prefix(torch.zeros(1, 3, dtype=torch.long), torch.tensor([3])) is None
