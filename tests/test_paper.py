@@ -240,7 +240,7 @@ def test_pdf_compiles(grid_dir, tmp_path):
         pytest.skip("latexmk not installed (CI installs TeX: see .ci/run)")
     out = tmp_path / "paper"
     out.mkdir()
-    for name in ("main.tex", "variants.tex", "studies.tex"):
+    for name in ("main.tex", "variants.tex", "knowledge.tex", "studies.tex"):
         shutil.copy(REPO / "paper" / name, out / name)
     build([grid_dir], out)
     pdf = compile_pdf(out)
