@@ -19,11 +19,7 @@ import yaml
 
 from app.server import Server
 from research.checkpoint import load_cell
-from tests.helpers import TINY_BASE, run_cli, write_grid
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+from tests.helpers import CHROMIUM, CHROMIUM_ARGS, TINY_BASE, run_cli, write_grid
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,7 @@ import pytest
 import torch
 
 from app.server import Server
-from tests.helpers import REPO, store_grid
-from tests.test_app import CHROMIUM, CHROMIUM_ARGS
+from tests.helpers import REPO, chromium, store_grid
 
 GRID = REPO / "ablations" / "grids" / "architecture_cpu.yaml"
 
@@ -48,13 +47,8 @@ def test_the_api_groups_seeds_into_labelled_configurations(url):
 
 @pytest.fixture(scope="module")
 def browser():
-    if not CHROMIUM.exists():
-        pytest.skip("/usr/bin/chromium is not installed (apt-get install chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (no browser download)")
-    with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    with chromium() as b:
         yield b
-        b.close()
 
 
 @pytest.mark.parametrize("width", [1280, 1400])

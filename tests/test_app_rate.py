@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from evals import human
-from tests.helpers import REPO, store_grid, write_grid
-from tests.test_app import CHROMIUM, CHROMIUM_ARGS, second_origin  # noqa: F401 - a fixture
+from tests.helpers import REPO, chromium, store_grid, write_grid
+from tests.test_app import second_origin  # noqa: F401 - a fixture
 
 
 @pytest.fixture(scope="module")
@@ -46,13 +46,8 @@ class AppProcess:
 
 @pytest.fixture
 def browser():
-    if not CHROMIUM.exists():
-        pytest.skip("/usr/bin/chromium is not installed (apt-get install chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (no browser download)")
-    with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    with chromium() as b:
         yield b
-        b.close()
 
 
 def rate_one(page, choice: str) -> str:
