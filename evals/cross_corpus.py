@@ -10,7 +10,7 @@ unit is bits per UTF-8 byte.
       options:
         cross_corpus:
           corpora:                       # name -> a data config, checked like the cell's own `data`
-            ptb: {source: ptb, path: ../shared/data/ptb}
+            ptb: {source: ptb, path: ~/data/ptb}
             shakespeare: {source: shakespeare}
           max_bytes: 20000               # score the first 20,000 bytes of each validation split
 

@@ -155,11 +155,9 @@ def test_every_shipped_grid_validates(name):
 
     from ablations.grid import load_grid
     from research.models import build_model
-    from tests.conftest import SHARED_DATA
 
     path = REPO / "ablations" / "grids" / name
-    if "../shared/data" in path.read_text() and not SHARED_DATA.exists():
-        pytest.skip(f"{name} reads the local copies in ../shared/data, not present here")
+    assert "../shared" not in path.read_text(), f"{name}: the product must not need ../shared"
     grid = load_grid(path)
     assert grid.cells
     models = {repr(cell.config.model): cell.config.model for cell in grid.cells}  # seeds share a model
