@@ -25,7 +25,7 @@ import numpy as np
 from ablations import records
 from paper import figures, stats
 from paper.collect import GridRecord
-from paper.tables import Column, TableOptions, fmt, latex_escape, results_table
+from paper.tables import SPREADS, Column, TableOptions, correction_text, fmt, latex_escape, results_table
 
 LENGTH_COLUMNS = [
     Column("Loss $\\le T$", ("per_position/loss_within",), "low", 3, eval="per_position"),
@@ -110,12 +110,12 @@ def length_table(grid: GridRecord, opts: TableOptions) -> tuple[str, list[dict]]
         rows = {name: {c.seed: float(c.metrics[col.keys[0]]) for c in grid.cells
                        if c.config == name and c.status == "done" and col.keys[0] in c.metrics} for name in configs}
         per_seed[col.header] = rows
-        verdict = stats.best_rows(rows, col.better, opts.alpha, col.digits)
+        verdict = stats.best_rows(rows, col.better, opts.alpha, col.digits, opts.correction)
         per_seed[col.header + "/bold"] = verdict.bold
         tests |= verdict.tests
         if verdict.why_none:
             unbold.setdefault(verdict.why_none, []).append(col.header)
-        significance += stats.pairwise(rows, col.keys[0], col.better, opts.alpha)
+        significance += stats.pairwise(rows, col.keys[0], col.better, opts.alpha, opts.correction)
     for name in configs:
         cells = [c for c in grid.cells if c.config == name and c.status == "done"]
         params = next((c.metrics.get("params") for c in cells if c.metrics.get("params")), None)
@@ -129,14 +129,13 @@ def length_table(grid: GridRecord, opts: TableOptions) -> tuple[str, list[dict]]
             line.append(f"\\textbf{{{text}}}" if name in per_seed[col.header + "/bold"] else text)
         rows_tex.append(" & ".join(line) + r" \\")
     used = [stats.TESTS[t].replace("t-test", "$t$-test") for t in sorted(tests)] or ["paired $t$-test"]
-    from paper.tables import SPREADS
-
     caption = (f"Length generalisation in grid \\texttt{{{latex_escape(grid.name)}}}: loss (nats/token) averaged "
                f"over context positions 1..$T$ (the training length, $T$ = {', '.join(map(str, Ts))}) and "
                f"$T$+1..the evaluated length, and at the last position; mean $\\pm$ {SPREADS[opts.spread][0]} over "
                f"$n$ seeds, each seed scoring the same seeded validation windows. Bold: best and significantly "
-               f"better than every other row ({' or '.join(used)} over seeds, two-sided, $p < {opts.alpha:g}$); "
-               f"pairwise $p$-values in \\texttt{{{latex_escape(grid.name)}\\_length\\_significance.csv}}.")
+               f"better than every other row ({' or '.join(used)} over seeds, two-sided, "
+               f"{correction_text(opts.correction)} $p < {opts.alpha:g}$); raw and adjusted pairwise $p$-values in "
+               f"\\texttt{{{latex_escape(grid.name)}\\_length\\_significance.csv}}.")
     for why, cols in unbold.items():
         caption += f" Nothing bold in {', '.join(cols)}: {latex_escape(why)}."
     label = "".join(ch if ch.isalnum() else "-" for ch in grid.name)
