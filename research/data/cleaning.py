@@ -11,8 +11,6 @@ import re
 import unicodedata
 from collections import Counter
 
-from research.data.corpus import Corpus
-
 # Characters that a UTF-8 byte sequence turns into when decoded as cp1252 (or latin-1 for the
 # five bytes cp1252 leaves undefined). A run of them that re-encodes to valid UTF-8 is mojibake.
 _CP1252_EXTRA = "€‚ƒ„…†‡ˆ‰Š‹ŒŽ‘’“”•–—˜™š›œžŸ"
@@ -111,18 +109,3 @@ def top_words(docs, n: int) -> set[str]:
     for d in docs:
         counts.update(w.lower() for w in _WORD.findall(d))
     return {w for w, _ in counts.most_common(n)}
-
-
-def clean_corpus(corpus: Corpus, cfg) -> Corpus:
-    """Clean every split; a vocabulary restriction is fitted on the (cleaned) training split."""
-    stats = {}
-    train, stats["train"] = clean_docs(corpus.train, cfg)
-    vocab = None
-    if cfg.restrict_vocab is not None:
-        vocab = top_words(train, cfg.restrict_vocab)
-        train, stats["train_vocab"] = clean_docs(train, cfg, vocab)
-    val, stats["val"] = clean_docs(corpus.val, cfg, vocab)
-    test = None
-    if corpus.test is not None:
-        test, stats["test"] = clean_docs(corpus.test, cfg, vocab)
-    return Corpus(train, val, test, {**corpus.meta, "cleaning": stats})
