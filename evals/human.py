@@ -210,7 +210,7 @@ def judge_grades(grid_dir: Path, rows: list[dict], cache: Path) -> dict:
             continue
         opts = judge.JudgeOptions(model=details.get("judge_model", ""), temperature=details.get("temperature", 0.0))
         for (prompt, sample), story in read_cell_stories(Path(grid_dir) / cell).items():
-            path = Path(cache) / f"{judge.cache_key(opts, judge.judge_message(template, story))}.json"
+            path = judge.grade_path(cache, opts, judge.judge_message(template, story))
             grade = judge.load_cached(path) if path.exists() else None
             if grade is not None:
                 grades[(cell, prompt, sample)] = grade

@@ -404,12 +404,17 @@ def load_cached(path: Path) -> Grade | None:
         return None
 
 
+def grade_path(cache: Path, opts: JudgeOptions, message: str) -> Path:
+    """Where the grade of one judge message by one judge is cached (read by evals.human too)."""
+    return Path(cache) / f"{cache_key(opts, message)}.json"
+
+
 def grade_stories(judge: Judge, stories: list[Story], template: Template, cache: Path | None) -> list[Outcome]:
     opts = judge.opts
 
     def one(story: Story) -> Outcome:
         message = judge_message(template, story)
-        path = cache / f"{cache_key(opts, message)}.json" if cache is not None else None
+        path = grade_path(cache, opts, message) if cache is not None else None
         cached = load_cached(path) if path is not None else None
         if cached is not None:
             return Outcome(cached, 0, cached=True)
