@@ -59,6 +59,17 @@ class Grid:
     labels: dict[str, list[str]] | None = None  # axis -> display name of each of its values
     select: dict | None = None
 
+    def datasets(self) -> list:
+        """The (data, tokenizer) configs of the grid, once each, in cell order: what to tokenize
+        (compared as configs, so no source is opened to tell two apart)."""
+        seen, out = set(), []
+        for cell in self.cells:
+            key = repr((cell.config.data, cell.config.tokenizer))
+            if key not in seen:
+                seen.add(key)
+                out.append((cell.config.data, cell.config.tokenizer))
+        return out
+
 
 def read_grid_file(path: Path) -> dict:
     path = Path(path)

@@ -35,24 +35,12 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
-def distinct_datasets(grid) -> list:
-    """The (data, tokenizer) configs of a grid, once each, in cell order."""
-    seen, out = set(), []
-    for cell in grid.cells:
-        cfg = cell.config
-        key = repr((cfg.data, cfg.tokenizer))
-        if key not in seen:
-            seen.add(key)
-            out.append((cfg.data, cfg.tokenizer))
-    return out
-
-
 def prepare_grid(grid, cache_root: Path, progress: bool = True) -> list[dict]:
     """Build (or find) each dataset's cache; one row per dataset for the table."""
     from research.data.tokens import cache_key, prepare_tokens
 
     rows = []
-    for data, tok in distinct_datasets(grid):
+    for data, tok in grid.datasets():
         fresh = not (Path(cache_root) / "tokens" / cache_key(data, tok) / "meta.json").exists()
         tokens = prepare_tokens(data, tok, cache_root, progress=progress)
         meta, build = tokens.meta, tokens.meta.get("build", {})

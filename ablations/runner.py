@@ -41,14 +41,10 @@ def results_root(arg: Path | None) -> Path:
 def prepare_all(grid: Grid, cache_root: Path) -> None:
     """Load, clean and tokenize each distinct (data, tokenizer) once, all before any training
     (load_grid has already checked every cell's config, data path and logger package)."""
-    from research.data.tokens import cache_key, prepare_tokens
+    from research.data.tokens import prepare_tokens
 
-    seen = set()
-    for cell in grid.cells:
-        key = cache_key(cell.config.data, cell.config.tokenizer)
-        if key not in seen:
-            seen.add(key)
-            prepare_tokens(cell.config.data, cell.config.tokenizer, cache_root)
+    for data, tok in grid.datasets():
+        prepare_tokens(data, tok, cache_root)
 
 
 def grid_record(grid: Grid, args) -> dict:
