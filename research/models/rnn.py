@@ -104,6 +104,32 @@ def run_with_resets(rnn: nn.Module, x: torch.Tensor, state: State | None,
     return torch.cat(outs, dim=1), state
 
 
+def select_rows(state, rows: torch.Tensor):
+    """The batch rows `rows` of a recurrent state: (layers, B, H), or the LSTM's (h, c)."""
+    if isinstance(state, tuple):
+        return tuple(s[:, rows] for s in state)
+    return state[:, rows]
+
+
+def continuation_batch(idx: torch.Tensor, rows: torch.Tensor, offsets: torch.Tensor | None
+                       ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    """Unpack rows holding continuations back to back into one continuation per row.
+
+    `idx` (N, T) with `offsets` (N, T) that restart at 0 where a continuation starts (None: one
+    per row). Returns the continuations right-padded (S, L), the cache row each continues
+    (`rows` of its source row), and the index pair that puts their outputs back as (N, T)."""
+    N, T = idx.shape
+    if offsets is None:
+        offsets = torch.arange(T, device=idx.device).expand(N, T)
+    segment = torch.cumsum(offsets == 0, dim=1) - 1  # (N, T): which continuation of its row
+    counts = segment[:, -1] + 1
+    first = torch.cumsum(counts, 0) - counts  # global index of each row's first continuation
+    gid = first[:, None] + segment  # (N, T)
+    seq = idx.new_zeros(int(counts.sum()), int(offsets.max()) + 1)
+    seq[gid, offsets] = idx
+    return seq, torch.repeat_interleave(rows, counts), (gid, offsets)
+
+
 class RNN(LanguageModel):
     """The vanilla tanh RNN; `GRU` and `LSTM` differ only in the recurrent module."""
 
@@ -147,6 +173,33 @@ class RNN(LanguageModel):
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         return self.step(idx)[0]
+
+    # -- the recurrent state as the prefix cache for scoring many continuations of one context ----
+    def read_prefix(self, idx: torch.Tensor, lengths: torch.Tensor):
+        """The state after each prefix, as `forward` leaves it (from zeros, no resets inside):
+        a recurrent model's whole cache. The prefixes are packed, so right padding never reaches
+        the state. A subclass that changes `step` or `forward` keeps the uncached path."""
+        if type(self).step is not RNN.step or type(self).forward is not RNN.forward:
+            return None
+        packed = nn.utils.rnn.pack_padded_sequence(self.tok_emb(idx), lengths.cpu(), batch_first=True,
+                                                   enforce_sorted=False)
+        return self.rnn(packed)[1]  # (layers, G, H), or (h, c), in the order of `idx`
+
+    def read_after(self, cache, rows: torch.Tensor, idx: torch.Tensor,
+                   offsets: torch.Tensor | None = None) -> torch.Tensor:
+        """Each continuation of a row (`offsets` counting 0, 1, 2, ... from its start) runs as its
+        own sequence from its prefix's state; all of them are one batched call."""
+        seq, owner, where = continuation_batch(idx, rows, offsets)
+        out = self.continue_from(seq, self.cache_rows(cache, owner))
+        return out[where]  # (N, T, H)
+
+    def cache_rows(self, cache, rows: torch.Tensor):
+        """The `read_prefix` cache of the prefixes `rows` (repeats allowed)."""
+        return select_rows(cache, rows)
+
+    def continue_from(self, idx: torch.Tensor, state) -> torch.Tensor:
+        """Final hidden states (the input of `lm_head`) of `idx` (S, L) run on from `state`."""
+        return self.rnn(self.tok_emb(idx), state)[0]
 
     def embedding_parameters(self) -> list[nn.Parameter]:
         return [self.tok_emb.weight, self.lm_head.weight]

@@ -25,7 +25,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from research.models.rnn import LSTM, LSTMConfig, run_with_resets
+from research.models.rnn import LSTM, LSTMConfig, run_with_resets, select_rows
 
 
 @dataclass
@@ -112,15 +112,46 @@ class RNNAttention(LSTM):
 
     def run(self, idx: torch.Tensor, state, reset_mask: torch.Tensor | None):
         """(logits, new state, attention weights (B, T, memory + T)) for one chunk."""
+        o, state, weights = self.hidden(idx, state, reset_mask)
+        return self.lm_head(self.drop(o)), state, weights
+
+    def hidden(self, idx: torch.Tensor, state, reset_mask: torch.Tensor | None):
+        """`run` up to `lm_head`: (the attention's output o, new state, attention weights)."""
         lstm_state, memory = state if state is not None else (None, None)
         out, lstm_state = run_with_resets(self.rnn, self.drop(self.tok_emb(idx)), lstm_state, reset_mask)
         o, weights, memory = self.attention(out, memory, reset_mask)
-        return self.lm_head(self.drop(o)), (lstm_state, memory), weights
+        return o, (lstm_state, memory), weights
 
     def step(self, idx: torch.Tensor, state=None, reset_mask: torch.Tensor | None = None):
         """Logits (B, T, V) and the state ((h, c), (memory, memory_valid)) after the chunk."""
         logits, state, _ = self.run(idx, state, reset_mask)
         return logits, state
+
+    def read_prefix(self, idx: torch.Tensor, lengths: torch.Tensor):
+        """The state `step` carries after each prefix: the LSTM's (h, c) and the prefix's last
+        `attn_window - 1` LSTM outputs, left-padded (marked invalid) for shorter prefixes so each
+        kept output sits at its own distance from the continuation."""
+        if type(self).run is not RNNAttention.run or type(self).hidden is not RNNAttention.hidden:
+            return None
+        G, P = idx.shape
+        lengths = lengths.to(idx.device)
+        packed = nn.utils.rnn.pack_padded_sequence(self.tok_emb(idx), lengths.cpu(), batch_first=True,
+                                                   enforce_sorted=False)
+        out, lstm_state = self.rnn(packed)
+        out = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=P)[0]  # (G, P, H)
+        keep = min(self.cfg.attn_window - 1, P)
+        back = torch.arange(keep, 0, -1, device=idx.device)  # distance before the prefix end
+        at = lengths[:, None] - back[None, :]  # (G, keep) positions of the kept outputs
+        ok = at >= 0
+        memory = out[torch.arange(G, device=idx.device)[:, None], at.clamp(min=0)] * ok[..., None]
+        return lstm_state, (memory, ok)
+
+    def cache_rows(self, cache, rows: torch.Tensor):
+        lstm_state, (memory, ok) = cache
+        return select_rows(lstm_state, rows), (memory[rows], ok[rows])
+
+    def continue_from(self, idx: torch.Tensor, state) -> torch.Tensor:
+        return self.hidden(idx, state, None)[0]
 
     def flops_per_token(self, seq_len: int) -> float:
         """6N, plus scores and context over min(window, seq_len) states of width H: 2 * 2 * W * H
