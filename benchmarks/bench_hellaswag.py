@@ -15,6 +15,18 @@ forward passes, not data loading.
 `--before REV` also times `evals/scoring.py` as it was at git revision REV on the same model and
 items, alternating before/after runs `--repeats` times (so a change in the machine's load hits
 both), and checks that both give the same per-item decisions; `--csv` writes one row per run.
+In that alternation:
+
+- `--lstm` adds an untrained LSTM of the default config (2 layers, 200 wide) over the same
+  tokenizer, timed before/after the same way (a scoring at REV that predates the prefix cache
+  runs it the uncached way);
+- `--peer-hf` (a gpt/llama `--cell`, HellaSwag in the release's format, e.g.
+  `../shared/data/hellaswag/hellaswag.jsonl.gz`) adds lm-eval's own Hugging Face model (`HFLM`)
+  on the cell exported by research.export, run through lm-eval's `hellaswag` task on the same
+  items offline. Its rows time lm-eval's `loglikelihood` call (`peer_hf`, the scoring alone) and
+  the whole `simple_evaluate` (`peer_hf_end_to_end`: task building, data loading, metrics too);
+  items whose ending is longer than the window are left out, as lm-eval's HF model refuses them,
+  and the row's `items` says how many were scored.
 """
 
 from __future__ import annotations
@@ -24,8 +36,10 @@ import json
 import logging
 import subprocess
 import sys
+import tempfile
 import time
 import types
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -35,7 +49,7 @@ from evals.scoring import seeded_subset
 from research.checkpoint import load_cell
 from research.config import RunConfig
 from research.data import load_corpus
-from research.errors import run_main
+from research.errors import ConfigError, run_main
 from research.io import atomic_write_csv, atomic_write_json
 from research.models import build_model
 from research.tokenizers import train_tokenizer
@@ -56,12 +70,17 @@ def parse_args(argv):
     p.add_argument("--before", default=None, help="git revision whose evals/scoring.py to time against")
     p.add_argument("--repeats", type=int, default=1, help="alternating before/after runs (with --before)")
     p.add_argument("--csv", default=None, help="with --before: one row per run to this CSV file")
+    p.add_argument("--lstm", action="store_true", help="with --before: also time an untrained default LSTM")
+    p.add_argument("--peer-hf", action="store_true",
+                   help="with --before and a gpt/llama --cell: also time lm-eval's HF model on the exported cell")
     return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if (args.lstm or args.peer_hf) and not args.before:
+        raise ConfigError("--lstm and --peer-hf time against --before REV; add --before")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.cell:
@@ -75,12 +94,13 @@ def main(argv=None) -> int:
         torch.manual_seed(0)
         model = build_model(cfg.model, tok.vocab_size).to(args.device).eval()
     docs = load_items(HellaSwagOptions(path=args.path))
-    items = [to_item(docs[i]) for i in seeded_subset(len(docs), args.limit, 0)]
+    docs = [docs[i] for i in seeded_subset(len(docs), args.limit, 0)]
+    items = [to_item(d) for d in docs]
     report = {"items": len(items), "params": model.num_params(),
               "params_non_embedding": model.num_params(non_embedding=True), "vocab_size": tok.vocab_size,
               "device": args.device, "threads": torch.get_num_threads(), "runs": []}
     if args.before:
-        return before_after(args, model, tok, items, report)
+        return before_after(args, model, tok, items, report, docs)
     for bs in [int(b) for b in args.batch_sizes.split(",")]:
         started = time.perf_counter()
         out = score_items(model, tok, items, batch_size=bs, device=args.device)
@@ -112,41 +132,119 @@ def decisions(items, scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return ll.argmax(1), (ll / chars).argmax(1), ll
 
 
-def before_after(args, model, tok, items, report) -> int:
+def before_after(args, model, tok, items, report, docs) -> int:
     import evals.scoring as after
 
     before = scoring_at(args.before)
     pairs = [(it.query, " " + e) for it in items for e in it.endings]
     bs = int(args.batch_sizes.split(",")[0])
+    subjects = {args.cell or f"untrained default {model.cfg.arch}": model}
+    if args.lstm:
+        cfg = RunConfig.from_dict({"model": {"arch": "lstm"}}).model
+        torch.manual_seed(0)
+        subjects["untrained default lstm"] = build_model(cfg, tok.vocab_size).to(args.device).eval()
+    peer = PeerHF(args, model, tok, docs, bs) if args.peer_hf else None
     rows, results = [], {}
-    for repeat in range(args.repeats):
-        for name, module in (("before", before), ("after", after)):
-            started = time.perf_counter()
-            scores = module.score_continuations(model, tok, pairs, bs, args.device)
-            wall = time.perf_counter() - started
-            results[name] = decisions(items, scores)
-            revision = args.before if name == "before" else "working tree"
-            rows.append({"repeat": repeat, "scoring": name, "revision": revision,
-                         "items": len(items), "batch_size": bs, "threads": torch.get_num_threads(),
-                         "wall_s": round(wall, 2), "items_per_s": round(len(items) / wall, 1)})
-            print(f"repeat {repeat} {name}: {len(items)} items in {wall:.1f} s = {rows[-1]['items_per_s']} items/s")
-    (acc_b, norm_b, ll_b), (acc_a, norm_a, ll_a) = results["before"], results["after"]
-    for name in ("before", "after"):
-        mean = float(np.mean([r["items_per_s"] for r in rows if r["scoring"] == name]))
-        report[f"{name}_items_per_s_mean"] = round(mean, 1)
-    report.update(speedup=round(report["after_items_per_s_mean"] / report["before_items_per_s_mean"], 2),
-                  acc_differing=int((acc_b != acc_a).sum()), acc_norm_differing=int((norm_b != norm_a).sum()),
-                  max_loglik_gap_nats=float(np.abs(ll_b - ll_a).max()), runs=rows)
-    for row in rows:
-        row.update({k: report[k] for k in ("params", "vocab_size", "acc_differing", "acc_norm_differing",
-                                           "max_loglik_gap_nats")})
-        row["cell"] = args.cell or "untrained default GPT"
-    print(json.dumps({k: v for k, v in report.items() if k != "runs"}))
+    try:
+        for repeat in range(args.repeats):
+            for label, subject in subjects.items():
+                for name, module in (("before", before), ("after", after)):
+                    started = time.perf_counter()
+                    scores = module.score_continuations(subject, tok, pairs, bs, args.device)
+                    wall = time.perf_counter() - started
+                    results[label, name] = decisions(items, scores)
+                    rows.append(row(repeat, name, args.before if name == "before" else "working tree", label,
+                                    subject, tok, len(items), bs, wall))
+            if peer is not None:
+                scoring_s, total_s = peer.run()
+                for name, wall in (("peer_hf", scoring_s), ("peer_hf_end_to_end", total_s)):
+                    rows.append(row(repeat, name, f"lm-eval {peer.version} HFLM", args.cell, model, tok,
+                                    len(peer.keep), bs, wall))
+    finally:
+        if peer is not None:
+            peer.close()
+    summary = {}
+    for label, subject in subjects.items():
+        (acc_b, norm_b, ll_b), (acc_a, norm_a, ll_a) = results[label, "before"], results[label, "after"]
+        means = {name: round(float(np.mean([r["items_per_s"] for r in rows
+                                            if r["cell"] == label and r["scoring"] == name])), 1)
+                 for name in ("before", "after")}
+        summary[label] = {"params": subject.num_params(), "before_items_per_s_mean": means["before"],
+                          "after_items_per_s_mean": means["after"],
+                          "speedup": round(means["after"] / means["before"], 2),
+                          "acc_differing": int((acc_b != acc_a).sum()),
+                          "acc_norm_differing": int((norm_b != norm_a).sum()),
+                          "max_loglik_gap_nats": float(np.abs(ll_b - ll_a).max())}
+        for r in rows:
+            if r["cell"] == label and r["scoring"] in ("before", "after"):
+                r.update({k: summary[label][k] for k in ("acc_differing", "acc_norm_differing", "max_loglik_gap_nats")})
+    if peer is not None:
+        summary["peer_hf"] = {"items": len(peer.keep), **{
+            f"{name}_items_per_s_mean": round(float(np.mean([r["items_per_s"] for r in rows if r["scoring"] == name])), 1)
+            for name in ("peer_hf", "peer_hf_end_to_end")}}
+    report.update(summary=summary, runs=rows)
+    print(json.dumps(summary, indent=1))
     if args.csv:
         atomic_write_csv(args.csv, rows, list(rows[0]))
     if args.out:
         atomic_write_json(args.out, report)
     return 0
+
+
+def row(repeat, scoring, revision, label, model, tok, items, batch_size, wall) -> dict:
+    return {"repeat": repeat, "scoring": scoring, "revision": revision, "cell": label, "arch": model.cfg.arch,
+            "params": model.num_params(), "vocab_size": tok.vocab_size, "items": items, "batch_size": batch_size,
+            "threads": torch.get_num_threads(), "wall_s": round(wall, 2), "items_per_s": round(items / wall, 1),
+            "acc_differing": "", "acc_norm_differing": "", "max_loglik_gap_nats": ""}
+
+
+class PeerHF:
+    """lm-eval's HF model on the exported cell, through lm-eval's own `hellaswag` task, offline."""
+
+    def __init__(self, args, model, tok, docs: list[dict], batch_size: int):
+        from lm_eval.models.huggingface import HFLM
+
+        from research.export import export_hf
+
+        if not args.cell or not docs or "ctx_a" not in docs[0]:
+            raise ConfigError("--peer-hf needs --cell and --path to HellaSwag in the release's format "
+                              "(ctx_a, ctx_b, activity_label), e.g. ../shared/data/hellaswag/hellaswag.jsonl.gz")
+        import lm_eval
+
+        self.version = lm_eval.__version__
+        self.tmp = tempfile.TemporaryDirectory()
+        root = Path(self.tmp.name)
+        export_hf(model, tok, root / "hf")
+        # lm-eval's HF model refuses a continuation longer than the context window
+        self.keep = [d for d in docs if all(len(tok.encode(" " + e)) <= model.block_size for e in d["endings"])]
+        (root / "items.jsonl").write_text("".join(json.dumps(d) + "\n" for d in self.keep))
+        self.data = {"hellaswag": str(root / "items.jsonl")}
+        self.lm = HFLM(pretrained=str(root / "hf"), backend="causal", batch_size=batch_size,
+                       device=args.device, dtype="float32")
+
+    def run(self) -> tuple[float, float]:
+        """(seconds in lm-eval's loglikelihood call, seconds of the whole simple_evaluate)."""
+        from benchmarks.lm_eval_agreement import lm_eval_samples
+
+        timed = []
+        scorer = type(self.lm).loglikelihood.__get__(self.lm)
+
+        def loglikelihood(requests, *a, **kw):
+            started = time.perf_counter()
+            out = scorer(requests, *a, **kw)
+            timed.append(time.perf_counter() - started)
+            return out
+
+        self.lm.loglikelihood = loglikelihood
+        started = time.perf_counter()
+        try:
+            lm_eval_samples(self.lm, ["hellaswag"], self.data)
+        finally:
+            del self.lm.loglikelihood
+        return sum(timed), time.perf_counter() - started
+
+    def close(self) -> None:
+        self.tmp.cleanup()
 
 
 if __name__ == "__main__":

@@ -194,7 +194,7 @@ def score_shared_prefixes(model, jobs: list[tuple[list[int], list[int]]], batch_
         width = max(sum(len(jobs[j][1]) for j in members) for _, members in chunk)
         x = torch.zeros(len(chunk), width, dtype=torch.long)
         y = torch.zeros(len(chunk), width, dtype=torch.long)
-        offsets = torch.arange(width).repeat(len(chunk), 1)  # padding continues the last continuation
+        offsets = torch.full((len(chunk), width), -1, dtype=torch.long)  # -1: padding
         owner = torch.full((len(chunk), width), -1, dtype=torch.long)  # index in `rows` of each scored token
         r = 0
         for g, (_, members) in enumerate(chunk):
@@ -204,7 +204,7 @@ def score_shared_prefixes(model, jobs: list[tuple[list[int], list[int]]], batch_
                 n = len(targets)
                 x[g, at : at + n] = torch.as_tensor(inp[len(inp) - n :])
                 y[g, at : at + n] = torch.as_tensor(targets)
-                offsets[g, at:] = torch.arange(width - at)
+                offsets[g, at : at + n] = torch.arange(n)
                 owner[g, at : at + n] = r
                 at, r = at + n, r + 1
         x, y, offsets, owner = x.to(device), y.to(device), offsets.to(device), owner.to(device)

@@ -67,7 +67,8 @@ class LanguageModel(nn.Module):
 
     def read_prefix(self, idx: torch.Tensor, lengths: torch.Tensor):
         """Read the prefixes `idx` (G, P), right-padded to `lengths` (G,), once, and keep what a
-        continuation needs (an attention model's keys and values) for `read_after`.
+        continuation needs (an attention model's keys and values, a recurrent model's state)
+        for `read_after`.
 
         Multiple-choice scoring runs a shared context once this way and then all its endings
         against it. None (the default): the model keeps no such state, and callers run each
@@ -82,8 +83,9 @@ class LanguageModel(nn.Module):
 
         A row may hold several continuations of its prefix back to back (no padding between
         them): `offsets` (N, T) gives each token's position after the prefix, and an offset of 0
-        starts a new continuation, which sees only the prefix and its own earlier tokens. None:
-        one continuation per row (0, 1, 2, ...). Padding at the end of a row is ignored."""
+        starts a new continuation, which sees only the prefix and its own earlier tokens; an
+        offset of -1 marks padding at the end of a row, whose states are never read. None: one
+        continuation per row (0, 1, 2, ...)."""
         raise NotImplementedError(f"{type(self).__name__} keeps no prefix cache (read_prefix returned None)")
 
     def attention_weights(self, idx: torch.Tensor) -> list[torch.Tensor] | torch.Tensor | None:

@@ -361,8 +361,8 @@ class GPT(LanguageModel):
         if offsets is None:
             offsets = torch.arange(T, device=idx.device).expand(N, T)
         start = cache.lengths[rows]  # (N,) each row's first position
-        # a row's padding may run past the last position; it is never read, so any valid one will do
-        pos = (start[:, None] + offsets).clamp(max=self.block_size - 1)
+        # a row's padding (offset -1) is never read, so any valid position will do
+        pos = (start[:, None] + offsets).clamp(0, self.block_size - 1)
         seen = torch.arange(P, device=idx.device)[None, :] < start[:, None]  # its own prefix, not the padding
         segment = torch.cumsum(offsets == 0, dim=1)  # which continuation of the row each token is in
         causal = torch.ones(T, T, dtype=torch.bool, device=idx.device).tril()

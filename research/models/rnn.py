@@ -112,12 +112,13 @@ def select_rows(state, rows: torch.Tensor):
 
 
 def continuation_batch(idx: torch.Tensor, rows: torch.Tensor, offsets: torch.Tensor | None
-                       ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
     """Unpack rows holding continuations back to back into one continuation per row.
 
-    `idx` (N, T) with `offsets` (N, T) that restart at 0 where a continuation starts (None: one
-    per row). Returns the continuations right-padded (S, L), the cache row each continues
-    (`rows` of its source row), and the index pair that puts their outputs back as (N, T)."""
+    `idx` (N, T) with `offsets` (N, T) that restart at 0 where a continuation starts and are -1
+    on padding (None: one continuation per row). Returns the continuations right-padded (S, L),
+    their lengths (S,), the cache row each continues (`rows` of its source row), and the index
+    pair that puts their outputs back as (N, T) (padding reads a continuation's first position)."""
     N, T = idx.shape
     if offsets is None:
         offsets = torch.arange(T, device=idx.device).expand(N, T)
@@ -125,9 +126,12 @@ def continuation_batch(idx: torch.Tensor, rows: torch.Tensor, offsets: torch.Ten
     counts = segment[:, -1] + 1
     first = torch.cumsum(counts, 0) - counts  # global index of each row's first continuation
     gid = first[:, None] + segment  # (N, T)
-    seq = idx.new_zeros(int(counts.sum()), int(offsets.max()) + 1)
-    seq[gid, offsets] = idx
-    return seq, torch.repeat_interleave(rows, counts), (gid, offsets)
+    real = offsets >= 0
+    S = int(counts.sum())
+    seq = idx.new_zeros(S, int(offsets.max()) + 1)
+    seq[gid[real], offsets[real]] = idx[real]
+    lengths = torch.bincount(gid[real], minlength=S)
+    return seq, lengths, torch.repeat_interleave(rows, counts), (gid, offsets.clamp(min=0))
 
 
 class RNN(LanguageModel):
@@ -189,17 +193,21 @@ class RNN(LanguageModel):
                    offsets: torch.Tensor | None = None) -> torch.Tensor:
         """Each continuation of a row (`offsets` counting 0, 1, 2, ... from its start) runs as its
         own sequence from its prefix's state; all of them are one batched call."""
-        seq, owner, where = continuation_batch(idx, rows, offsets)
-        out = self.continue_from(seq, self.cache_rows(cache, owner))
+        seq, lengths, owner, where = continuation_batch(idx, rows, offsets)
+        out = self.continue_from(seq, lengths, self.cache_rows(cache, owner))
         return out[where]  # (N, T, H)
 
     def cache_rows(self, cache, rows: torch.Tensor):
         """The `read_prefix` cache of the prefixes `rows` (repeats allowed)."""
         return select_rows(cache, rows)
 
-    def continue_from(self, idx: torch.Tensor, state) -> torch.Tensor:
-        """Final hidden states (the input of `lm_head`) of `idx` (S, L) run on from `state`."""
-        return self.rnn(self.tok_emb(idx), state)[0]
+    def continue_from(self, idx: torch.Tensor, lengths: torch.Tensor, state) -> torch.Tensor:
+        """Final hidden states (the input of `lm_head`) of `idx` (S, L), right-padded to `lengths`,
+        run on from `state`; packed, so the padding costs nothing (endings differ in length)."""
+        packed = nn.utils.rnn.pack_padded_sequence(self.tok_emb(idx), lengths.cpu(), batch_first=True,
+                                                   enforce_sorted=False)
+        out = self.rnn(packed, state)[0]
+        return nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=idx.shape[1])[0]
 
     def embedding_parameters(self) -> list[nn.Parameter]:
         return [self.tok_emb.weight, self.lm_head.weight]

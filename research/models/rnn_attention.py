@@ -150,7 +150,9 @@ class RNNAttention(LSTM):
         lstm_state, (memory, ok) = cache
         return select_rows(lstm_state, rows), (memory[rows], ok[rows])
 
-    def continue_from(self, idx: torch.Tensor, state) -> torch.Tensor:
+    def continue_from(self, idx: torch.Tensor, lengths: torch.Tensor, state) -> torch.Tensor:
+        """Unpacked: attention needs the outputs as one (S, L) block; the padding comes after
+        every real token, so it changes none of their states."""
         return self.hidden(idx, state, None)[0]
 
     def flops_per_token(self, seq_len: int) -> float:

@@ -101,13 +101,13 @@ def test_lstm_scores_equal_a_plain_lstm_loop():
 
 def test_packed_continuations_each_start_from_their_prefix_state():
     """Two endings packed back to back in one row (offsets restart at 0) give the states of two
-    separate runs from the prefix, and padding at the end of the row changes nothing."""
+    separate runs from the prefix, and padding (offset -1) at the end of the row changes nothing."""
     model = build(LSTM)
     prefix, a, b = [5, 6, 7], [1, 2, 3], [4, 9]
     with torch.no_grad():
         cache = model.read_prefix(torch.tensor([prefix + [0, 0]]), torch.tensor([3]))
-        h = model.read_after(cache, torch.tensor([0]), torch.tensor([a + b + [0]]),
-                             torch.tensor([[0, 1, 2, 0, 1, 2]]))
+        h = model.read_after(cache, torch.tensor([0]), torch.tensor([a + b + [0, 0]]),
+                             torch.tensor([[0, 1, 2, 0, 1, -1, -1]]))
         want_a = model.rnn(model.tok_emb(torch.tensor([prefix + a])))[0][0, 3:]
         want_b = model.rnn(model.tok_emb(torch.tensor([prefix + b])))[0][0, 3:]
     assert torch.allclose(h[0, :3], want_a, atol=1e-6)
