@@ -10,13 +10,14 @@ import dataclasses
 import pytest
 import yaml
 
+from ablations.reproduce import recipe_names
 from ablations.run import main
 from research import cell
 from research.checkpoint import load_run_config
 from research.config import RunConfig
 from research.errors import run_main
 from research.optim import OPTIMIZERS, SCHEDULES
-from tests.helpers import write_grid
+from tests.helpers import run_cli, write_grid
 
 PLUGINS = [("optimizer", n) for n in OPTIMIZERS.names()] + [("schedule", n) for n in SCHEDULES.names()]
 REGISTRY = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES}
@@ -116,3 +117,18 @@ def test_a_cell_stored_with_flat_keys_is_read_in_the_current_shape(tmp_path):
     cell.write_config(tmp_path, muon)
     assert load_run_config(tmp_path).train.options == {"muon": RunConfig.from_dict(
         {"train": {"optimizer": "muon"}}).train.options["muon"], "cosine": SCHEDULES.get("cosine").OPTIONS()}
+
+
+def test_help_lists_every_registered_name():
+    """`python -m ablations.run --help` names what each registry-backed key takes, from the registries."""
+    from evals import EVALS
+    from research.data.sources import SOURCES
+    from research.models import MODELS
+    from research.tokenizers import TOKENIZERS
+
+    out = " ".join(run_cli("--help").stdout.split())
+    for key, registry in {"model.arch": MODELS, "data.source": SOURCES, "tokenizer.kind": TOKENIZERS,
+                          "train.optimizer": OPTIMIZERS, "train.schedule": SCHEDULES, "eval.tasks": EVALS}.items():
+        assert f"{key}: {', '.join(registry.names())}" in out, key
+    recipes = " ".join(run_cli("--help", module="ablations.reproduce").stdout.split())
+    assert all(name in recipes for name in recipe_names())

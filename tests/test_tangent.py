@@ -120,4 +120,5 @@ def test_state_dict_round_trip_continues_exactly():
 def test_bad_base_is_refused_in_one_line():
     with pytest.raises(ConfigError) as err:
         cfg(base="adamw")
-    assert "train.options.tangent.base: 'adamw' is not one of sgd, adam" in str(err.value) and "\n" not in str(err.value)
+    message = str(err.value)
+    assert "train.options.tangent.base: 'adamw' is not one of sgd, adam" in message and "\n" not in message
