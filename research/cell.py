@@ -168,6 +168,25 @@ MOVED_TRAIN_KEYS = {
 }
 
 
+def flat_train_options(config: dict) -> dict:
+    """A copy of `config` with the moved settings back under their flat train names (the inverse of
+    `move_train_options`): the shape cell ids were first hashed in, so a cell keeps its id."""
+    train = config.get("train") if isinstance(config, dict) else None
+    options = train.get("options") if isinstance(train, dict) else None
+    if not isinstance(options, dict):
+        return config
+    options = {name: dict(given) if isinstance(given, dict) else given for name, given in options.items()}
+    flat = {k: v for k, v in train.items() if k != "options"}
+    for old, (readers, new) in MOVED_TRAIN_KEYS.items():
+        for name in readers:
+            if isinstance(options.get(name), dict) and new in options[name]:
+                flat[old] = options[name].pop(new)
+    kept = {name: given for name, given in options.items() if given not in ({}, None)}
+    if kept:
+        flat["options"] = kept
+    return {**config, "train": flat}
+
+
 def move_train_options(config: dict) -> bool:
     """In place: flat train keys of an older config moved under `train.options.<plug-in>` for the
     chosen optimizer or schedule that read them; for the others (and null, which meant that

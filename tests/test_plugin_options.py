@@ -10,7 +10,8 @@ import dataclasses
 import pytest
 import yaml
 
-from ablations.reproduce import recipe_names
+from ablations.grid import config_hash, load_grid
+from ablations.reproduce import recipe_names, recipe_path
 from ablations.run import main
 from research import cell
 from research.checkpoint import load_run_config
@@ -132,3 +133,13 @@ def test_help_lists_every_registered_name():
         assert f"{key}: {', '.join(registry.names())}" in out, key
     recipes = " ".join(run_cli("--help", module="ablations.reproduce").stdout.split())
     assert all(name in recipes for name in recipe_names())
+
+
+def test_cells_named_before_the_options_moved_keep_their_ids():
+    """Cell ids hash what the user wrote; settings now under train.options hash as their flat names
+    did, so a finished cell of a shipped recipe is still found (ids computed before the move)."""
+    assert config_hash({"train": {"optimizer": "sgd", "options": {"sgd": {"momentum": 0.0}, "cosine": {}}}}) == \
+        config_hash({"train": {"optimizer": "sgd", "momentum": 0.0}})
+    assert config_hash({"train": {"options": {"sgd": {"momentum": 0.0}}}}) != config_hash({"train": {}})
+    for recipe, old_id in (("ptb_lstm_small", "s0__3248dd"), ("ptb_lstm_medium", "s0__8fd97b")):
+        assert [c.id for c in load_grid(recipe_path(recipe)).cells] == [old_id]
