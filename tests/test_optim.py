@@ -164,6 +164,9 @@ def test_one_scheduler_drives_both_halves_of_muon():
     assert isinstance(opt, CombinedOptimizer) and isinstance(opt, torch.optim.Optimizer)
     muon, adamw = opt.optimizers
     assert type(muon) is torch.optim.Muon and type(adamw) is torch.optim.AdamW
+    assert muon.defaults["momentum"] == 0.95 and muon.defaults["nesterov"] is True  # Muon's own defaults
+    own = build_optimizer(model, train_cfg(optimizer="muon", options={"muon": {"momentum": 0.8, "nesterov": False}}))
+    assert own.optimizers[0].defaults["momentum"] == 0.8 and own.optimizers[0].defaults["nesterov"] is False
     sched = build_scheduler(opt, cfg)
     seen = []
     for _ in range(6):

@@ -6,6 +6,8 @@ plug-in is checked without a line here. Cells stored before the options moved st
 from __future__ import annotations
 
 import dataclasses
+import typing
+from typing import Literal
 
 import pytest
 import yaml
@@ -16,7 +18,7 @@ from ablations.run import main
 from research import cell
 from research.checkpoint import load_run_config
 from research.config import RunConfig
-from research.errors import run_main
+from research.errors import ConfigError, run_main
 from research.optim import OPTIMIZERS, SCHEDULES
 from tests.helpers import run_cli, write_grid
 
@@ -53,7 +55,11 @@ def test_optimizer_and_schedule_names_do_not_collide():
 @pytest.mark.parametrize(("kind", "name"), PLUGINS)
 def test_every_plugin_declares_options_whose_defaults_build(kind, name):
     options = REGISTRY[kind].get(name).OPTIONS
-    assert dataclasses.is_dataclass(options) and options.__doc__, f"{name}: an options dataclass saying why"
+    assert dataclasses.is_dataclass(options), f"{name}: decorate it with @takes(<its options dataclass>)"
+    assert not options.__doc__.startswith(f"{options.__name__}("), f"{name}: a docstring saying why"  # not generated
+    hints = typing.get_type_hints(options)
+    for f in dataclasses.fields(options):  # every key declares what it accepts, as the config's own fields do
+        assert hints[f.name] is bool or typing.get_origin(hints[f.name]) is Literal or "check" in f.metadata, f.name
     train = RunConfig.from_dict({"train": {kind: name}}).train
     assert train.options[name] == options()
     stored = RunConfig.from_dict(RunConfig.from_dict({"train": {kind: name}}).to_dict())  # config.yaml round trip
@@ -143,3 +149,9 @@ def test_cells_named_before_the_options_moved_keep_their_ids():
     assert config_hash({"train": {"options": {"sgd": {"momentum": 0.0}}}}) != config_hash({"train": {}})
     for recipe, old_id in (("ptb_lstm_small", "s0__3248dd"), ("ptb_lstm_medium", "s0__8fd97b")):
         assert [c.id for c in load_grid(recipe_path(recipe)).cells] == [old_id]
+
+
+def test_a_plugin_without_options_is_refused_when_named(monkeypatch):
+    monkeypatch.setitem(OPTIMIZERS._entries, "bare", "research.optim:param_groups")  # a function with no @takes
+    with pytest.raises(ConfigError, match=r"^optimizer 'bare': declares no options; decorate it with @takes"):
+        RunConfig.from_dict({"train": {"optimizer": "bare"}})
