@@ -30,6 +30,7 @@ import yaml
 
 from ablations.select import check_select
 from evals.run import check_eval_config
+from research.cell import flat_train_options
 from research.checks import check_runnable
 from research.config import RunConfig, get_dotted, set_dotted
 from research.errors import ConfigError, UserError, did_you_mean
@@ -177,8 +178,9 @@ def _set(tree: dict, dotted: str, value: Any, where: str) -> None:
 
 def config_hash(raw: dict) -> str:
     """Hash of what the user wrote for this cell (not the defaults), so adding a field with a
-    default to the code does not rename every finished cell."""
-    blob = json.dumps(raw, sort_keys=True, default=str)
+    default to the code does not rename every finished cell. Optimizer and schedule settings that
+    moved under `train.options` are hashed under their former flat names, so those cells keep theirs."""
+    blob = json.dumps(flat_train_options(raw), sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:6]
 
 

@@ -164,7 +164,7 @@ def main(argv=None) -> int:
     from research.config import parse_overrides
 
     p = argparse.ArgumentParser(prog="python -m ablations.reproduce", description=__doc__.splitlines()[0])
-    p.add_argument("recipes", nargs="*", help=f"recipe names (files in {RECIPES}); none: report all")
+    p.add_argument("recipes", nargs="*", help=f"recipe names ({', '.join(recipe_names())}); none: report all")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key in every cell")
     p.add_argument("--results-dir", type=Path, default=None, help="results root (default: results/)")
     p.add_argument("--report-only", action="store_true", help="read finished results; train nothing")

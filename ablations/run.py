@@ -38,8 +38,22 @@ from research.config import parse_overrides
 from research.errors import UserError, run_main
 
 
+def registered_names() -> str:
+    """The registered names each config key takes, for --help (a grid or --set names them)."""
+    from evals import EVALS
+    from research.data.sources import SOURCES
+    from research.models import MODELS
+    from research.optim import OPTIMIZERS, SCHEDULES
+    from research.tokenizers import TOKENIZERS
+
+    keys = {"model.arch": MODELS, "data.source": SOURCES, "tokenizer.kind": TOKENIZERS, "train.optimizer": OPTIMIZERS,
+            "train.schedule": SCHEDULES, "eval.tasks": EVALS}
+    return "registered names:\n" + "\n".join(f"  {k}: {', '.join(r.names())}" for k, r in keys.items())
+
+
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="python -m ablations.run", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m ablations.run", description=__doc__.splitlines()[0],
+                                epilog=registered_names(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("grid", type=Path, help="grid YAML file")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key for every cell, e.g. --set train.max_steps=100 (repeatable)")

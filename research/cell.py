@@ -140,16 +140,70 @@ def write_config(cell_dir: Path, config: dict) -> None:
 
 def read_config(cell_dir: Path, required: bool = False) -> dict:
     """The cell's resolved config as a dict ({} before it is written, or a one-line error when
-    `required`). `research.checkpoint.load_run_config` turns it into a RunConfig."""
+    `required`). `research.checkpoint.load_run_config` turns it into a RunConfig. A config written
+    with optimizer and schedule settings as flat train keys is rewritten in the current shape."""
     file = config_path(cell_dir)
     try:
-        return yaml.safe_load(file.read_text()) or {}
+        config = yaml.safe_load(file.read_text()) or {}
     except FileNotFoundError:
         if required:
             raise UserError(f"{file}: not found; is {cell_dir} a cell folder (results/<grid>/<cell>)?") from None
         return {}
     except yaml.YAMLError as e:
         raise UserError(f"{file}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if move_train_options(config):
+        write_config(cell_dir, config)
+    return config
+
+
+#: train keys that older configs held flat, now under `train.options.<plug-in>`:
+#: old key -> (the optimizers and schedules that read it, its name in their options)
+MOVED_TRAIN_KEYS = {
+    "momentum": (("sgd", "muon", "tangent"), "momentum"),
+    "nesterov": (("sgd", "muon", "tangent"), "nesterov"),
+    "tangent_base": (("tangent",), "base"),
+    "decay_fraction": (("wsd",), "decay_fraction"),
+    "lr_decay": (("step_decay",), "lr_decay"),
+    "decay_after_epochs": (("step_decay",), "decay_after_epochs"),
+}
+
+
+def flat_train_options(config: dict) -> dict:
+    """A copy of `config` with the moved settings back under their flat train names (the inverse of
+    `move_train_options`): the shape cell ids were first hashed in, so a cell keeps its id."""
+    train = config.get("train") if isinstance(config, dict) else None
+    options = train.get("options") if isinstance(train, dict) else None
+    if not isinstance(options, dict):
+        return config
+    options = {name: dict(given) if isinstance(given, dict) else given for name, given in options.items()}
+    flat = {k: v for k, v in train.items() if k != "options"}
+    for old, (readers, new) in MOVED_TRAIN_KEYS.items():
+        for name in readers:
+            if isinstance(options.get(name), dict) and new in options[name]:
+                flat[old] = options[name].pop(new)
+    kept = {name: given for name, given in options.items() if given not in ({}, None)}
+    if kept:
+        flat["options"] = kept
+    return {**config, "train": flat}
+
+
+def move_train_options(config: dict) -> bool:
+    """In place: flat train keys of an older config moved under `train.options.<plug-in>` for the
+    chosen optimizer or schedule that read them; for the others (and null, which meant that
+    plug-in's default) the key was unused and is dropped. True when anything moved."""
+    train = config.get("train") if isinstance(config, dict) else None
+    if not isinstance(train, dict) or not any(k in train for k in MOVED_TRAIN_KEYS):
+        return False
+    chosen = (train.get("optimizer"), train.get("schedule"))
+    for old, (readers, new) in MOVED_TRAIN_KEYS.items():
+        if old not in train:
+            continue
+        value = train.pop(old)
+        for name in readers:
+            if name in chosen and value is not None:
+                options = train.setdefault("options", {})
+                options.setdefault(name, {}).setdefault(new, value)
+    return True
 
 
 def max_steps(config: dict) -> int | None:

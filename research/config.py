@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import yaml
 
+from research.cell import MOVED_TRAIN_KEYS
 from research.checks import (
     check_fields,
     lightning_accelerators,
@@ -150,14 +151,11 @@ class TrainConfig:
     optimizer: str = ranged("adamw", choices=OPTIMIZERS, kind="optimizer")
     # constant | warmup | cosine | wsd | step_decay
     schedule: str = ranged("cosine", choices=SCHEDULES, kind="schedule")
-    momentum: float | None = ranged(None, ge=0, lt=1)  # sgd / muon momentum; None: 0.9 for sgd, 0.95 for muon
-    nesterov: bool | None = None  # sgd / muon Nesterov momentum; None: off for sgd, on for muon
-    tangent_base: Literal["sgd", "adam"] = "adam"  # tangent: the base optimizer whose update is projected
-    # wsd: share of max_steps in the final linear decay (Hägele et al. 2024)
-    decay_fraction: float = ranged(0.2, gt=0, le=1)
-    lr_decay: float = ranged(0.5, gt=0, le=1)  # step_decay: lr factor per epoch once decay starts (Zaremba et al. 2014)
-    decay_after_epochs: int = ranged(4, ge=0)  # step_decay: epochs at full lr before the first decay
-    steps_per_epoch: int | None = ranged(None, ge=1)  # step_decay: optimizer steps per pass over the training data
+    # the chosen optimizer's and schedule's own settings, keyed by name (train.options.sgd.momentum);
+    # built into each one's OPTIONS dataclass (research.optim) when the config loads, defaults filled in
+    options: dict[str, Any] = ranged(factory=dict, free="each optimizer and schedule validates its own options")
+    # optimizer steps per pass over the training data (step_decay counts epochs); None: the runner fills it in
+    steps_per_epoch: int | None = ranged(None, ge=1)
     # auto: bf16-mixed where the hardware supports it, else 32-true
     precision: str = ranged("auto", choices=lightning_precisions, kind="precision")
     seed: int = ranged(0, free=ANY_SEED)
@@ -185,6 +183,37 @@ class TrainConfig:
                              f"{self.max_steps}); lower warmup_steps or use schedule: constant")
         if self.min_lr is not None and self.min_lr > self.lr:
             raise ValueError(f"min_lr: {self.min_lr:g} is above lr ({self.lr:g})")
+        self.options = plugin_options(self)
+
+
+def plugin_options(train: TrainConfig, path: str = "train") -> dict[str, Any]:
+    """`train.options` built into the chosen optimizer's and schedule's OPTIONS dataclasses, each
+    present (with its defaults) so the stored config records every setting the run used. Options for
+    a plug-in that is not chosen would be silently unused, so they are refused."""
+    from research.optim import OPTIMIZERS, SCHEDULES
+
+    chosen = {train.optimizer: (OPTIMIZERS, "optimizer"), train.schedule: (SCHEDULES, "schedule")}
+    names = sorted({*OPTIMIZERS.names(), *SCHEDULES.names()})
+    for name, given in train.options.items():
+        where = f"{path}.options.{name}"
+        if name not in names:
+            raise ConfigError(f"{where}: unknown optimizer or schedule '{name}'{did_you_mean(str(name), names)} "
+                              f"(valid: {', '.join(names)})")
+        if name not in chosen:
+            kind = "optimizer" if name in OPTIMIZERS else "schedule"
+            raise ConfigError(f"{where}: options for {kind} '{name}', but {path}.{kind} is "
+                              f"'{getattr(train, kind)}'; set {path}.{kind}: {name} or remove them")
+        if given is not None and not isinstance(given, dict) and not dataclasses.is_dataclass(given):
+            raise ConfigError(f"{where}: expected a mapping of the {chosen[name][1]}'s options, got {given!r}")
+    built = {}
+    for name, (registry, kind) in chosen.items():
+        options = getattr(registry.get(name, key=f"{path}.{kind}"), "OPTIONS", None)
+        if not (isinstance(options, type) and dataclasses.is_dataclass(options)):
+            raise ConfigError(f"{kind} '{name}': declares no options; decorate it with @takes(<its options "
+                              "dataclass>) (research.optim.NoOptions when it takes none)")
+        given = train.options.get(name)
+        built[name] = given if isinstance(given, options) else build(options, given or {}, f"{path}.options.{name}")
+    return built
 
 
 @dataclass
@@ -343,7 +372,12 @@ def build(cls: type, raw: dict, path: str = "") -> Any:
     for key, value in raw.items():
         key_path = _join(path, str(key))
         if key not in names:
-            raise ConfigError(f"{key_path}: unknown key{did_you_mean(str(key), names)} (valid: {', '.join(names)})")
+            if cls is TrainConfig and key in MOVED_TRAIN_KEYS:
+                readers, new = MOVED_TRAIN_KEYS[key]
+                raise ConfigError(f"{key_path}: now set per plug-in, as {_join(path, 'options')}.<name>.{new} "
+                                  f"for {', '.join(readers)}")
+            valid = f"valid: {', '.join(names)}" if names else "it takes no keys"
+            raise ConfigError(f"{key_path}: unknown key{did_you_mean(str(key), names)} ({valid})")
         tp = hints[key]
         if tp is ModelConfig:
             kwargs[key] = build_model_config(value, key_path)

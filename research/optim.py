@@ -4,7 +4,7 @@ Optimizers: `sgd` (heavy-ball or Nesterov momentum), `adam` (weight decay as an 
 gradient), `adamw` (decoupled weight decay, Loshchilov & Hutter 2019) and `muon` (Jordan et al.
 2024: orthogonalised momentum for the 2-D hidden weight matrices, AdamW for everything else).
 `tangent` is Riemannian descent on the sphere of each hidden weight matrix's rows
-(`TangentDescent`; direction from momentum SGD or Adam, `train.tangent_base`).
+(`TangentDescent`; direction from momentum SGD or Adam, `train.options.tangent.base`).
 Weight decay applies only to tensors of two or more dimensions (matmul weights, embeddings), as
 in nanoGPT; norms and biases are not decayed.
 
@@ -12,16 +12,66 @@ Schedules are a factor of `train.lr` per optimizer step, applied by one `LambdaL
 parameter group (both halves of `muon` included): `constant`, `warmup` (linear warm-up, then
 constant), `cosine`, `wsd` (warm-up, stable, linear decay) and `step_decay` (Zaremba et al. 2014's
 per-epoch decay). All but `constant` start with `train.warmup_steps` of linear warm-up.
+
+Each optimizer and schedule declares the dataclass of its own settings (`OPTIONS`, set by
+`@takes`), read from `train.options.<name>` and built when the config loads (research.config), so a
+typo or an out-of-range value is refused before training, and one plug-in's setting never sits
+unused beside another. A plug-in is called with the train config and its built options.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
+from research.checks import ranged
 from research.errors import ConfigError
 from research.registry import Registry
+
+
+def takes(options: type):
+    """Declare the options dataclass a plug-in reads from `train.options.<name>`."""
+    def mark(fn):
+        fn.OPTIONS = options
+        return fn
+    return mark
+
+
+@dataclass
+class NoOptions:
+    """A plug-in whose settings are all train's own (lr, betas, weight_decay, warmup_steps, min_lr)."""
+
+
+@dataclass
+class SGDOptions:
+    """Momentum SGD's settings (0.9 heavy-ball by default; 0 is Zaremba et al. 2014's plain SGD)."""
+
+    momentum: float = ranged(0.9, ge=0, lt=1)
+    nesterov: bool = False  # Nesterov momentum (needs momentum > 0)
+
+    def validate(self) -> None:
+        if self.nesterov and self.momentum <= 0:
+            raise ValueError("nesterov: Nesterov momentum needs momentum > 0")
+
+
+@dataclass
+class MuonOptions:
+    """Muon's momentum: Jordan et al. (2024)'s 0.95 with Nesterov on."""
+
+    momentum: float = ranged(0.95, ge=0, lt=1)
+    nesterov: bool = True
+
+
+@dataclass
+class TangentOptions:
+    """Which base optimizer's update `tangent` projects onto each row's sphere, and, for `sgd`, its momentum."""
+
+    base: Literal["sgd", "adam"] = "adam"
+    momentum: float = ranged(0.9, ge=0, lt=1)  # base sgd (and its Euclidean fallback)
+    nesterov: bool = False  # base sgd
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float, params=None) -> list[dict]:
@@ -44,24 +94,24 @@ def fusable(model: torch.nn.Module) -> bool | None:
     return all(p.device.type in ("cuda", "cpu") and p.is_floating_point() for p in model.parameters()) or None
 
 
-def adamw(model: torch.nn.Module, cfg, params=None) -> torch.optim.Optimizer:
+@takes(NoOptions)
+def adamw(model: torch.nn.Module, cfg, opts=None, params=None) -> torch.optim.Optimizer:
     return torch.optim.AdamW(param_groups(model, cfg.weight_decay, params), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
                              fused=fusable(model))
 
 
-def adam(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
+@takes(NoOptions)
+def adam(model: torch.nn.Module, cfg, opts) -> torch.optim.Optimizer:
     """Adam (Kingma & Ba 2015); `weight_decay` is added to the gradient (L2), the coupling AdamW removes."""
     return torch.optim.Adam(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
                             fused=fusable(model))
 
 
-def sgd(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
+@takes(SGDOptions)
+def sgd(model: torch.nn.Module, cfg, opts: SGDOptions) -> torch.optim.Optimizer:
     """SGD with momentum (default 0.9; 0 is the plain SGD of Zaremba et al. 2014), Nesterov optional."""
-    momentum = 0.9 if cfg.momentum is None else cfg.momentum
-    nesterov = bool(cfg.nesterov)
-    if nesterov and momentum <= 0:
-        raise ConfigError("train.nesterov: Nesterov momentum needs train.momentum > 0")
-    return torch.optim.SGD(param_groups(model, cfg.weight_decay), lr=cfg.lr, momentum=momentum, nesterov=nesterov)
+    return torch.optim.SGD(param_groups(model, cfg.weight_decay), lr=cfg.lr, momentum=opts.momentum,
+                           nesterov=opts.nesterov)
 
 
 def muon_params(model: torch.nn.Module) -> tuple[list[torch.nn.Parameter], list[torch.nn.Parameter]]:
@@ -121,7 +171,8 @@ class CombinedOptimizer(torch.optim.Optimizer):
         self.param_groups = [g for opt in self.optimizers for g in opt.param_groups]
 
 
-def muon(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
+@takes(MuonOptions)
+def muon(model: torch.nn.Module, cfg, opts: MuonOptions) -> torch.optim.Optimizer:
     """`torch.optim.Muon` on the hidden matrices, AdamW on the rest, both at `train.lr`.
 
     Muon's update is rescaled to AdamW's RMS (`adjust_lr_fn="match_rms_adamw"`, Liu et al. 2025,
@@ -133,10 +184,8 @@ def muon(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
         raise ConfigError(f"train.optimizer: muon needs 2-D hidden weight matrices; {type(model).__name__} has none "
                           "(use adamw)")
     inner = torch.optim.Muon(hidden, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                             momentum=0.95 if cfg.momentum is None else cfg.momentum,
-                             nesterov=True if cfg.nesterov is None else cfg.nesterov,
-                             adjust_lr_fn="match_rms_adamw")
-    return CombinedOptimizer([inner, adamw(model, cfg, rest)])
+                             momentum=opts.momentum, nesterov=opts.nesterov, adjust_lr_fn="match_rms_adamw")
+    return CombinedOptimizer([inner, adamw(model, cfg, params=rest)])
 
 
 class TangentDescent(torch.optim.Optimizer):
@@ -158,7 +207,7 @@ class TangentDescent(torch.optim.Optimizer):
     def __init__(self, params, lr: float, base: str = "adam", betas=(0.9, 0.95), eps: float = 1e-8,
                  momentum: float = 0.9, nesterov: bool = False):
         if base not in ("sgd", "adam"):
-            raise ConfigError(f"train.tangent_base: '{base}' is not one of sgd, adam")
+            raise ConfigError(f"train.options.tangent.base: '{base}' is not one of sgd, adam")
         super().__init__(params, {"lr": lr, "base": base, "betas": betas, "eps": eps, "momentum": momentum,
                                   "nesterov": nesterov})
 
@@ -205,31 +254,46 @@ def sphere_step_(w: torch.Tensor, update: torch.Tensor, lr: float) -> None:
     w.mul_(norms / w.norm(dim=1, keepdim=True).clamp_min(tiny))
 
 
-def tangent(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
+@takes(TangentOptions)
+def tangent(model: torch.nn.Module, cfg, opts: TangentOptions) -> torch.optim.Optimizer:
     """`TangentDescent` on the hidden weight matrices, the base optimizer's Euclidean step elsewhere.
 
     The rule for what is not on a sphere ("Euclidean fallback", the split Muon uses): vectors (norm
     gains, biases, learned attention powers) have no rows, and the embedding and output
     projection rows are scored one token at a time, so their norms carry per-token information
     (frequency, confidence); they take the plain update of the base, AdamW (with its decoupled
-    weight decay) for `tangent_base: adam` and momentum SGD for `sgd`, at the same lr.
+    weight decay) for `base: adam` and momentum SGD for `sgd`, at the same lr.
     """
     hidden, rest = muon_params(model)
     if not hidden:
         raise ConfigError(f"train.optimizer: tangent needs 2-D hidden weight matrices; {type(model).__name__} has "
                           "none (use adamw)")
-    momentum = 0.9 if cfg.momentum is None else cfg.momentum
-    inner = TangentDescent(hidden, lr=cfg.lr, base=cfg.tangent_base, betas=(cfg.beta1, cfg.beta2),
-                           momentum=momentum, nesterov=bool(cfg.nesterov))
-    if cfg.tangent_base == "adam":
-        fallback = adamw(model, cfg, rest)
+    inner = TangentDescent(hidden, lr=cfg.lr, base=opts.base, betas=(cfg.beta1, cfg.beta2),
+                           momentum=opts.momentum, nesterov=opts.nesterov)
+    if opts.base == "adam":
+        fallback = adamw(model, cfg, params=rest)
     else:
-        fallback = torch.optim.SGD(param_groups(model, cfg.weight_decay, rest), lr=cfg.lr, momentum=momentum,
-                                   nesterov=bool(cfg.nesterov))
+        fallback = torch.optim.SGD(param_groups(model, cfg.weight_decay, rest), lr=cfg.lr, momentum=opts.momentum,
+                                   nesterov=opts.nesterov)
     return CombinedOptimizer([inner, fallback])
 
 
-# -- schedules: cfg -> factor(step) ----------------------------------------------------------------
+# -- schedules: (cfg, options) -> factor(step) -----------------------------------------------------
+
+
+@dataclass
+class WSDOptions:
+    """The cool-down's length: Hägele et al. (2024) find a 20% linear decay matches cosine."""
+
+    decay_fraction: float = ranged(0.2, gt=0, le=1)  # share of max_steps in the final linear decay
+
+
+@dataclass
+class StepDecayOptions:
+    """Zaremba et al. (2014)'s per-epoch decay (small model: halved each epoch after the 4th)."""
+
+    lr_decay: float = ranged(0.5, gt=0, le=1)  # lr factor per epoch once decay starts
+    decay_after_epochs: int = ranged(4, ge=0)  # epochs at full lr before the first decay
 
 
 def warm(step: int, warmup: int) -> float:
@@ -241,17 +305,20 @@ def min_ratio(cfg) -> float:
     return (cfg.min_lr if cfg.min_lr is not None else cfg.lr / 10) / cfg.lr
 
 
-def constant(cfg):
+@takes(NoOptions)
+def constant(cfg, opts):
     """The learning rate itself at every step (no warm-up)."""
     return lambda step: 1.0
 
 
-def warmup(cfg):
+@takes(NoOptions)
+def warmup(cfg, opts):
     """Linear warm-up to lr over warmup_steps, then constant."""
     return lambda step: warm(step, cfg.warmup_steps)
 
 
-def cosine(cfg):
+@takes(NoOptions)
+def cosine(cfg, opts):
     """Linear warm-up to lr, then cosine decay to min_lr (default lr / 10) at max_steps."""
     floor = min_ratio(cfg)
     warmup, total = cfg.warmup_steps, max(cfg.max_steps, 1)
@@ -265,18 +332,17 @@ def cosine(cfg):
     return factor
 
 
-def wsd(cfg):
+@takes(WSDOptions)
+def wsd(cfg, opts: WSDOptions):
     """Warm-up, stable at lr, then linear decay to min_lr over the last `decay_fraction` of max_steps.
 
     Hägele et al. (2024), "Scaling Laws and Compute-Optimal Training Beyond Fixed Training
     Durations": a 20% linear cool-down matches cosine. The floor is min_lr (default lr / 10, as
     cosine); set `min_lr: 0` for their cool-down to zero.
     """
-    if not 0.0 < cfg.decay_fraction <= 1.0:
-        raise ConfigError(f"train.decay_fraction: must be in (0, 1], got {cfg.decay_fraction}")
     floor = min_ratio(cfg)
     total = max(cfg.max_steps, 1)
-    decay_steps = max(1, round(cfg.decay_fraction * total))
+    decay_steps = max(1, round(opts.decay_fraction * total))
     decay_start = total - decay_steps
 
     def factor(step: int) -> float:
@@ -287,7 +353,8 @@ def wsd(cfg):
     return factor
 
 
-def step_decay(cfg):
+@takes(StepDecayOptions)
+def step_decay(cfg, opts: StepDecayOptions):
     """lr * lr_decay ** max(0, epoch + 1 - decay_after_epochs), epoch = step // steps_per_epoch.
 
     Zaremba et al. (2014), as their ptb_word_lm.py: full lr for `decay_after_epochs` epochs, then
@@ -299,12 +366,10 @@ def step_decay(cfg):
     if not cfg.steps_per_epoch:
         raise ConfigError("train.steps_per_epoch: step_decay needs the optimizer steps per epoch "
                           "(set it, or train through ablations.run which fills it in from the data)")
-    if not 0.0 < cfg.lr_decay <= 1.0:
-        raise ConfigError(f"train.lr_decay: must be in (0, 1], got {cfg.lr_decay}")
 
     def factor(step: int) -> float:
         epoch = step // cfg.steps_per_epoch
-        return warm(step, cfg.warmup_steps) * cfg.lr_decay ** max(0, epoch + 1 - cfg.decay_after_epochs)
+        return warm(step, cfg.warmup_steps) * opts.lr_decay ** max(0, epoch + 1 - opts.decay_after_epochs)
 
     return factor
 
@@ -325,11 +390,19 @@ SCHEDULES = Registry("schedule", {
 })
 
 
+def options_of(fn, name: str, cfg):
+    """The plug-in's options as the config loader built them (`train.options.<name>`); its defaults
+    for a TrainConfig made in code without them."""
+    opts = cfg.options.get(name)
+    return opts if isinstance(opts, fn.OPTIONS) else fn.OPTIONS(**(opts or {}))
+
+
 def build_optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
-    return OPTIMIZERS.get(cfg.optimizer, key="train.optimizer")(model, cfg)
+    fn = OPTIMIZERS.get(cfg.optimizer, key="train.optimizer")
+    return fn(model, cfg, options_of(fn, cfg.optimizer, cfg))
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg) -> torch.optim.lr_scheduler.LRScheduler:
     """A per-step LambdaLR over the named schedule's factor(step)."""
-    factor = SCHEDULES.get(cfg.schedule, key="train.schedule")(cfg)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    fn = SCHEDULES.get(cfg.schedule, key="train.schedule")
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, fn(cfg, options_of(fn, cfg.schedule, cfg)))

@@ -22,8 +22,10 @@ from research.optim import CombinedOptimizer, build_optimizer, build_scheduler, 
 V = 29
 
 
-def train_cfg(**kw):
-    return RunConfig.from_dict({"train": {"lr": 0.1, "max_steps": 100, "warmup_steps": 0, **kw}}).train
+def train_cfg(options=None, **kw):
+    """A checked train config; `options` is `train.options` (plug-in name -> its settings)."""
+    return RunConfig.from_dict({"train": {"lr": 0.1, "max_steps": 100, "warmup_steps": 0, "options": options or {},
+                                          **kw}}).train
 
 
 def tiny_gpt(seed: int = 0) -> GPT:
@@ -63,17 +65,18 @@ def test_cosine_ends_at_min_lr():
 
 
 def test_wsd_is_stable_then_decays_linearly():
-    lrs = lr_curve(schedule="wsd", warmup_steps=10, decay_fraction=0.2, min_lr=0.0)
+    lrs = lr_curve(schedule="wsd", warmup_steps=10, options={"wsd": {"decay_fraction": 0.2}}, min_lr=0.0)
     assert lrs[0] == pytest.approx(0.1 / 11)
     assert lrs[10:80] == pytest.approx([0.1] * 70)
     assert lrs[80:] == pytest.approx([0.1 * (1 - k / 20) for k in range(1, 21)])
     assert lrs[-1] == pytest.approx(0.0)
-    default_floor = lr_curve(schedule="wsd", decay_fraction=0.5)
+    default_floor = lr_curve(schedule="wsd", options={"wsd": {"decay_fraction": 0.5}})
     assert default_floor[49] == pytest.approx(0.1) and default_floor[-1] == pytest.approx(0.01)
 
 
 def test_step_decay_halves_each_epoch_after_the_first_ones():
-    lrs = lr_curve(schedule="step_decay", steps_per_epoch=10, decay_after_epochs=2, lr_decay=0.5, max_steps=50)
+    lrs = lr_curve(schedule="step_decay", steps_per_epoch=10, max_steps=50,
+                   options={"step_decay": {"decay_after_epochs": 2, "lr_decay": 0.5}})
     assert lrs[:20] == pytest.approx([0.1] * 20)
     assert lrs[20:30] == pytest.approx([0.05] * 10)
     assert lrs[30:40] == pytest.approx([0.025] * 10)
@@ -98,12 +101,12 @@ def test_sgd_momentum_and_nesterov():
     opt = build_optimizer(model, train_cfg(optimizer="sgd"))
     assert type(opt) is torch.optim.SGD
     assert opt.defaults["momentum"] == 0.9 and opt.defaults["nesterov"] is False
-    plain = build_optimizer(model, train_cfg(optimizer="sgd", momentum=0.0, weight_decay=0.0))
+    plain = build_optimizer(model, train_cfg(optimizer="sgd", options={"sgd": {"momentum": 0.0}}, weight_decay=0.0))
     assert plain.defaults["momentum"] == 0.0
-    nesterov = build_optimizer(model, train_cfg(optimizer="sgd", nesterov=True))
+    nesterov = build_optimizer(model, train_cfg(optimizer="sgd", options={"sgd": {"nesterov": True}}))
     assert nesterov.defaults["nesterov"] is True
-    with pytest.raises(ConfigError, match="train.nesterov"):
-        build_optimizer(model, train_cfg(optimizer="sgd", momentum=0.0, nesterov=True))
+    with pytest.raises(ConfigError, match=r"^train\.options\.sgd\.nesterov: Nesterov momentum needs momentum > 0$"):
+        train_cfg(optimizer="sgd", options={"sgd": {"momentum": 0.0, "nesterov": True}})
 
 
 def test_adam_couples_weight_decay_and_adamw_does_not():
@@ -161,6 +164,9 @@ def test_one_scheduler_drives_both_halves_of_muon():
     assert isinstance(opt, CombinedOptimizer) and isinstance(opt, torch.optim.Optimizer)
     muon, adamw = opt.optimizers
     assert type(muon) is torch.optim.Muon and type(adamw) is torch.optim.AdamW
+    assert muon.defaults["momentum"] == 0.95 and muon.defaults["nesterov"] is True  # Muon's own defaults
+    own = build_optimizer(model, train_cfg(optimizer="muon", options={"muon": {"momentum": 0.8, "nesterov": False}}))
+    assert own.optimizers[0].defaults["momentum"] == 0.8 and own.optimizers[0].defaults["nesterov"] is False
     sched = build_scheduler(opt, cfg)
     seen = []
     for _ in range(6):

@@ -19,9 +19,9 @@ from research.optim import TangentDescent, build_optimizer, muon_params
 V = 29
 
 
-def cfg(**kw):
+def cfg(base="adam", **kw):
     return RunConfig.from_dict({"train": {"optimizer": "tangent", "lr": 1e-2, "max_steps": 10, "warmup_steps": 0,
-                                          **kw}}).train
+                                          "options": {"tangent": {"base": base}}, **kw}}).train
 
 
 def by_hand(w: torch.Tensor, update: torch.Tensor, lr: float) -> torch.Tensor:
@@ -95,7 +95,7 @@ def test_training_keeps_hidden_row_norms_and_the_fallback_moves_the_rest():
 
 
 def test_state_dict_round_trip_continues_exactly():
-    config = cfg(lr=3e-3, tangent_base="adam")
+    config = cfg(lr=3e-3, base="adam")
     torch.manual_seed(0)
     a = build_model(GPT.tiny_config(), V)
     b = copy.deepcopy(a)
@@ -119,5 +119,6 @@ def test_state_dict_round_trip_continues_exactly():
 
 def test_bad_base_is_refused_in_one_line():
     with pytest.raises(ConfigError) as err:
-        cfg(tangent_base="adamw")
-    assert "train.tangent_base: 'adamw' is not one of sgd, adam" in str(err.value) and "\n" not in str(err.value)
+        cfg(base="adamw")
+    message = str(err.value)
+    assert "train.options.tangent.base: 'adamw' is not one of sgd, adam" in message and "\n" not in message
