@@ -140,16 +140,46 @@ def write_config(cell_dir: Path, config: dict) -> None:
 
 def read_config(cell_dir: Path, required: bool = False) -> dict:
     """The cell's resolved config as a dict ({} before it is written, or a one-line error when
-    `required`). `research.checkpoint.load_run_config` turns it into a RunConfig."""
+    `required`). `research.checkpoint.load_run_config` turns it into a RunConfig. A config of an
+    older shape is rewritten in the current one on the way (`_upgrade_model`)."""
     file = config_path(cell_dir)
     try:
-        return yaml.safe_load(file.read_text()) or {}
+        config = yaml.safe_load(file.read_text()) or {}
     except FileNotFoundError:
         if required:
             raise UserError(f"{file}: not found; is {cell_dir} a cell folder (results/<grid>/<cell>)?") from None
         return {}
     except yaml.YAMLError as e:
         raise UserError(f"{file}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if isinstance(config, dict) and isinstance(config.get("model"), dict) and _upgrade_model(config["model"]):
+        write_config(cell_dir, config)
+    return config
+
+
+#: model keys every GPT-family config carried, filled in at these defaults, until attention scaling
+#: became its own variant (research.models.attention_scaling)
+_SCALING_DEFAULTS = {"attn_scaling": "sum_power", "attn_sum_power": 0.0, "attn_sum_power_learned": False}
+#: the architecture a config with attention scaling switched on is now
+_SCALED_ARCH = {"gpt": "attention_scaling", "windowed": "attention_scaling_windowed"}
+
+
+def _upgrade_model(model: dict) -> bool:
+    """Convert an older model section in place; True when it changed. Scaling keys at their
+    defaults are dropped (the baseline computes exactly that); a gpt or windowed model that
+    scaled its attention becomes the attention-scaling variant, whose keys keep their names.
+    Another architecture that scaled its attention has no variant now and keeps its keys, which
+    the config checks then name."""
+    arch = model.get("arch", "gpt")
+    if arch in _SCALED_ARCH.values() or not _SCALING_DEFAULTS.keys() & model.keys():
+        return False
+    if all(model.get(k, v) == v for k, v in _SCALING_DEFAULTS.items()):
+        for key in _SCALING_DEFAULTS:
+            model.pop(key, None)
+        return True
+    if arch not in _SCALED_ARCH:
+        return False
+    model["arch"] = _SCALED_ARCH[arch]
+    return True
 
 
 def max_steps(config: dict) -> int | None:
