@@ -2,7 +2,7 @@
 
 Fused attention kernels (SDPA, FlexAttention) never materialise the weights, so they are
 recomputed here from each layer's own queries and keys: softmax(q k^T / sqrt(d) + mask), with the
-layer's mask (causal, and its window when the layer has one). Models that compute attention
+layer's mask (its `visible`: causal, and its window when the layer has one). Models that compute attention
 differently (the RNN with attention) expose `attention_weights(idx)` themselves and are asked
 directly.
 """
@@ -38,13 +38,8 @@ def attention_maps(model, idx: torch.Tensor) -> list[torch.Tensor]:
                 k_full = k.repeat_interleave(rep, dim=1)
             else:
                 k_full = k
-            T = q.shape[-2]
             scores = (q.float() @ k_full.float().transpose(-2, -1)) / math.sqrt(q.shape[-1])
-            i = torch.arange(T, device=q.device)
-            allowed = i[None, :] <= i[:, None]
-            window = layer.window
-            if window:
-                allowed &= i[None, :] > i[:, None] - int(window)
+            allowed = layer.visible(q.shape[-2], q.device)
             captured.append(scores.masked_fill(~allowed, float("-inf")).softmax(-1)[0].cpu())
             return original(q, k, v)
 

@@ -140,8 +140,9 @@ def write_config(cell_dir: Path, config: dict) -> None:
 
 def read_config(cell_dir: Path, required: bool = False) -> dict:
     """The cell's resolved config as a dict ({} before it is written, or a one-line error when
-    `required`). `research.checkpoint.load_run_config` turns it into a RunConfig. A config written
-    with optimizer and schedule settings as flat train keys is rewritten in the current shape."""
+    `required`). `research.checkpoint.load_run_config` turns it into a RunConfig. A config of an
+    older shape (flat optimizer and schedule keys, attention scaling as gpt flags) is rewritten in
+    the current one on the way."""
     file = config_path(cell_dir)
     try:
         config = yaml.safe_load(file.read_text()) or {}
@@ -151,7 +152,10 @@ def read_config(cell_dir: Path, required: bool = False) -> dict:
         return {}
     except yaml.YAMLError as e:
         raise UserError(f"{file}: not valid YAML ({str(e).splitlines()[0]})") from None
-    if move_train_options(config):
+    moved = move_train_options(config)
+    if isinstance(config, dict) and isinstance(config.get("model"), dict) and _upgrade_model(config["model"]):
+        moved = True
+    if moved:
         write_config(cell_dir, config)
     return config
 
@@ -203,6 +207,31 @@ def move_train_options(config: dict) -> bool:
             if name in chosen and value is not None:
                 options = train.setdefault("options", {})
                 options.setdefault(name, {}).setdefault(new, value)
+
+
+#: model keys every GPT-family config carried, filled in at these defaults, until attention scaling
+#: became its own variant (research.models.attention_scaling)
+_SCALING_DEFAULTS = {"attn_scaling": "sum_power", "attn_sum_power": 0.0, "attn_sum_power_learned": False}
+#: the architecture a config with attention scaling switched on is now
+_SCALED_ARCH = {"gpt": "attention_scaling", "windowed": "attention_scaling_windowed"}
+
+
+def _upgrade_model(model: dict) -> bool:
+    """Convert an older model section in place; True when it changed. Scaling keys at their
+    defaults are dropped (the baseline computes exactly that); a gpt or windowed model that
+    scaled its attention becomes the attention-scaling variant, whose keys keep their names.
+    Another architecture that scaled its attention has no variant now and keeps its keys, which
+    the config checks then name."""
+    arch = model.get("arch", "gpt")
+    if arch in _SCALED_ARCH.values() or not _SCALING_DEFAULTS.keys() & model.keys():
+        return False
+    if all(model.get(k, v) == v for k, v in _SCALING_DEFAULTS.items()):
+        for key in _SCALING_DEFAULTS:
+            model.pop(key, None)
+        return True
+    if arch not in _SCALED_ARCH:
+        return False
+    model["arch"] = _SCALED_ARCH[arch]
     return True
 
 

@@ -25,6 +25,8 @@ MODELS = Registry(
         "shared_windowed": "research.models.combined:SharedWindowedGPT",
         "tapered_windowed": "research.models.combined:TaperedWindowedGPT",
         "residual_root_windowed": "research.models.combined:ResidualRootWindowedGPT",
+        "attention_scaling": "research.models.attention_scaling:AttentionScalingGPT",
+        "attention_scaling_windowed": "research.models.combined:AttentionScalingWindowedGPT",
     },
 )
 

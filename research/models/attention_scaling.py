@@ -1,8 +1,9 @@
-"""How attention scales with n_t, the number of positions query t sees (`model.attn_scaling`).
+"""Attention that depends on n_t, the number of positions query t sees (`model.arch: attention_scaling`).
 
 Softmax weights over the n_t visible positions sum to 1, whatever n_t is, so a head's output is
 an average that flattens as the context grows ("attention fading", Nakanishi 2025). Two ways to
-make attention depend on n_t, each one class here and one line in `SCALINGS`:
+make attention depend on n_t, each one class here and one line in `SCALINGS`, chosen by
+`model.attn_scaling` (default `sum_power`):
 
 - `sum_power` (the reading group's idea): the weights sum to n_t ** p instead of 1,
   out_t = n_t ** p * sum_j softmax(q_t . k_j / sqrt(d))_j v_j, with p = `model.attn_sum_power`
@@ -19,15 +20,23 @@ n_t is the count of keys query t may attend to: t + 1 for causal attention, min(
 a layer with window w. Both scalings act on the queries before, and the output after, whatever
 kernel `research.models.window_attention` picks (flash SDPA, FlexAttention, or SDPA with a band
 mask on CPU), so every path computes the same function.
+
+The variant is the baseline GPT with its attention replaced by `ScaledAttention`; with per-layer
+windows it is `attention_scaling_windowed` (research.models.combined). Everything else, the
+state dict included, is the baseline's: the learned p or s_h sit at `blocks.<i>.attn.scaling`.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from research.checks import ranged
+from research.models.gpt import GPT, GPTConfig
+from research.models.variant import LayerAttention
 from research.registry import Registry
 
 
@@ -79,10 +88,44 @@ SCALINGS = Registry("attention scaling", {
 })
 
 
-def make_scaling(cfg, n_head: int) -> nn.Module | None:
-    """The layer's scaling module, or None for standard softmax (sum_power with p = 0, fixed), so
-    the baseline keeps its state dict, its parameter count and its kernel call untouched."""
-    kind = getattr(cfg, "attn_scaling", "sum_power")
-    if kind == "sum_power" and cfg.attn_sum_power == 0.0 and not cfg.attn_sum_power_learned:
-        return None
-    return SCALINGS.get(kind, key="model.attn_scaling")(cfg, n_head)
+@dataclass
+class AttentionScalingConfig(GPTConfig):
+    arch: str = "attention_scaling"
+    # how attention depends on the visible count n_t: sum_power | log_n
+    attn_scaling: str = ranged("sum_power", choices=lambda: SCALINGS.names(), kind="attention scaling")
+    # sum_power: the weights over the n_t visible positions sum to n_t ** p (0: standard softmax)
+    attn_sum_power: float = ranged(0.0, ge=-1.0, le=1.0)
+    attn_sum_power_learned: bool = False  # sum_power: one learned p per head, initialised at attn_sum_power
+
+    def validate(self) -> None:
+        super().validate()
+        if self.attn_scaling != "sum_power" and (self.attn_sum_power != 0.0 or self.attn_sum_power_learned):
+            raise ValueError(f"attn_sum_power: applies to attn_scaling sum_power, not '{self.attn_scaling}'; "
+                             "remove attn_sum_power and attn_sum_power_learned")
+
+
+class ScaledAttention(LayerAttention):
+    """A layer's attention with its queries and its output scaled by the layer's `scaling` module."""
+
+    def __init__(self, cfg: AttentionScalingConfig, dim: int, **layer):
+        super().__init__(cfg, dim, **layer)
+        self.scaling = SCALINGS.get(cfg.attn_scaling, key="model.attn_scaling")(cfg, self.n_head)
+
+    def split_heads(self, x: torch.Tensor, source: torch.Tensor, pos: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        q, k, v = super().split_heads(x, source, pos)
+        return self.scaling.queries(q, self.window), k, v
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return self.scaling.output(super().attend(q, k, v), self.window)
+
+
+class AttentionScalingGPT(GPT):
+    Config = AttentionScalingConfig
+
+    @classmethod
+    def tiny_config(cls) -> AttentionScalingConfig:
+        return cls.Config(n_layer=2, n_head=2, n_embd=32, block_size=32, attn_sum_power=0.5)
+
+    def make_attention(self, layer: int) -> nn.Module:
+        return ScaledAttention(self.cfg, self.cfg.n_embd)

@@ -20,12 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from research.checks import ranged
 from research.errors import ConfigError
-from research.models.attention_scaling import SCALINGS, make_scaling
 from research.models.base import LanguageModel
 from research.models.config import ModelConfig
-from research.models.window_attention import window_attention
 
 
 @dataclass
@@ -44,11 +41,6 @@ class GPTConfig(ModelConfig):
     bias: bool = False
     tie_embeddings: bool = True
     rope_base: float = 10000.0
-    # how attention depends on the visible count n_t (research.models.attention_scaling): sum_power | log_n
-    attn_scaling: str = ranged("sum_power", choices=lambda: SCALINGS.names(), kind="attention scaling")
-    # sum_power: the weights over the n_t visible positions sum to n_t ** p (0: standard softmax)
-    attn_sum_power: float = ranged(0.0, ge=-1.0, le=1.0)
-    attn_sum_power_learned: bool = False  # sum_power: one learned p per head, initialised at attn_sum_power
 
     @property
     def context_length(self) -> int:
@@ -61,9 +53,6 @@ class GPTConfig(ModelConfig):
 
     def validate(self) -> None:
         kv = self.n_kv_head or self.n_head
-        if self.attn_scaling != "sum_power" and (self.attn_sum_power != 0.0 or self.attn_sum_power_learned):
-            raise ValueError(f"attn_sum_power: applies to attn_scaling sum_power, not '{self.attn_scaling}'; "
-                             "remove attn_sum_power and attn_sum_power_learned")
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
         if self.n_head % kv:
@@ -137,58 +126,56 @@ class Rotary(nn.Module):
 
 
 class CausalSelfAttention(nn.Module):
-    """Causal self-attention, the one attention class of GPT and every variant.
+    """Causal self-attention over the residual stream: `cfg.n_head` query heads, grouped-query with
+    `cfg.n_kv_head` key/value heads, rotary positions when `cfg.pos` asks for them.
 
-    Defaults give the baseline: `cfg.n_head` heads over the residual width `dim`, grouped-query
-    with `cfg.n_kv_head`. A variant passes what its layer changes: `n_head` / `head_dim` (an inner
-    width n_head * head_dim other than `dim`, OpenELM's layer-wise head scaling; plain multi-head
-    then), `window` (each query sees only the last `window` positions) or `kv_dim` (keys and
-    values read another stream of that width, given to `forward` as `memory`). Queries and
-    keys/values are separate projections so that keys can come from another stream.
+    Queries and keys/values are separate projections. A variant's attention subclasses this one,
+    building its own sizes through `build` (research.models.variant.LayerAttention) and overriding
+    `split_heads`, `attend` or `forward`.
     """
 
-    def __init__(self, cfg: GPTConfig, dim: int | None = None, n_head: int | None = None,
-                 head_dim: int | None = None, window: int | None = None, kv_dim: int | None = None):
+    def __init__(self, cfg: GPTConfig):
         super().__init__()
-        dim = dim or cfg.n_embd
-        self.n_head = n_head or cfg.n_head
-        self.n_kv_head = self.n_head if n_head else (cfg.n_kv_head or cfg.n_head)
-        self.head_dim = head_dim or dim // cfg.n_head
-        self.window = window
-        self.inner = self.n_head * self.head_dim
+        self.build(cfg, dim=cfg.n_embd, n_head=cfg.n_head, n_kv_head=cfg.n_kv_head or cfg.n_head,
+                   head_dim=cfg.n_embd // cfg.n_head, kv_dim=cfg.n_embd)
+
+    def build(self, cfg: GPTConfig, dim: int, n_head: int, n_kv_head: int, head_dim: int, kv_dim: int) -> None:
+        """`n_head` query heads of `head_dim` channels reading a stream of width `dim`, and `n_kv_head`
+        key/value heads reading a stream of width `kv_dim`; the output adds back into width `dim`."""
+        self.n_head, self.n_kv_head, self.head_dim = n_head, n_kv_head, head_dim
+        self.inner = n_head * head_dim
         self.q = nn.Linear(dim, self.inner, bias=cfg.bias)
-        self.kv = nn.Linear(kv_dim or dim, 2 * self.n_kv_head * self.head_dim, bias=cfg.bias)
+        self.kv = nn.Linear(kv_dim, 2 * n_kv_head * head_dim, bias=cfg.bias)
         self.proj = nn.Linear(self.inner, dim, bias=cfg.bias)  # adds to the residual stream
         self.dropout = cfg.dropout
         self.resid_drop = nn.Dropout(cfg.dropout)
-        self.rotary = Rotary(self.head_dim, cfg.block_size, cfg.rope_base) if cfg.pos == "rope" else None
-        self.scaling = make_scaling(cfg, self.n_head)  # None: standard softmax
+        self.rotary = Rotary(head_dim, cfg.block_size, cfg.rope_base) if cfg.pos == "rope" else None
         self.register_load_state_dict_pre_hook(_split_fused_qkv)
 
-    def split_heads(self, x: torch.Tensor, memory: torch.Tensor | None = None, pos: torch.Tensor | None = None
+    def split_heads(self, x: torch.Tensor, source: torch.Tensor, pos: torch.Tensor | None = None
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries from x (B, T, dim), keys and values from `source` (B, T, kv_dim; x itself for
+        self-attention), rotated at positions 0..T-1 or at `pos` (B, T)."""
         B, T, _ = x.shape
-        memory = x if memory is None else memory
         q = self.q(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
-        kv = self.kv(memory).view(B, T, 2 * self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, 2Hkv, T, hd)
+        kv = self.kv(source).view(B, T, 2 * self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, 2Hkv, T, hd)
         k, v = kv.chunk(2, dim=1)
         if self.rotary is not None:
             q, k = self.rotary(q, pos), self.rotary(k, pos)
         return q, k, v
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """Causal attention, limited to the layer's window when it has one."""
-        return window_attention(q, k, v, self.window, self.dropout if self.training else 0.0,
-                                enable_gqa=self.n_kv_head != self.n_head)
+        """Causal attention (B, H, T, hd); `research.attention` wraps it to record the weights."""
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0,
+                                              enable_gqa=self.n_kv_head != self.n_head)
 
-    def forward(self, x: torch.Tensor, memory: torch.Tensor | None = None) -> torch.Tensor:
-        """Self-attention, or with `memory` (same length as x) keys and values come from it."""
+    def visible(self, T: int, device) -> torch.Tensor:
+        """(T, T) bool, True where query i may attend to key j (here j <= i): the mask `attend` applies."""
+        return torch.ones(T, T, dtype=torch.bool, device=device).tril()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, _ = x.shape
-        q, k, v = self.split_heads(x, memory)
-        if self.scaling is None:
-            y = self.attend(q, k, v)  # (B, H, T, hd)
-        else:
-            y = self.scaling.output(self.attend(self.scaling.queries(q, self.window), k, v), self.window)
+        y = self.attend(*self.split_heads(x, x))  # (B, H, T, hd)
         return self.resid_drop(self.proj(y.transpose(1, 2).reshape(B, T, self.inner)))
 
     def cached(self, x: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor,
@@ -198,7 +185,7 @@ class CausalSelfAttention(nn.Module):
         values (B, Hkv, P, hd) followed by x's own; `mask` (B, 1, T, P + T) is True where a key is
         visible. Returns the output and x's own keys and values (what a cache keeps)."""
         B, T, _ = x.shape
-        q, k, v = self.split_heads(x, pos=pos)
+        q, k, v = self.split_heads(x, x, pos=pos)
         k_all, v_all = (k, v) if past is None else (torch.cat([past[0], k], 2), torch.cat([past[1], v], 2))
         y = F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=mask, enable_gqa=self.n_kv_head != self.n_head)
         return self.proj(y.transpose(1, 2).reshape(B, T, self.inner)), k, v
@@ -337,13 +324,12 @@ class GPT(LanguageModel):
 
     # -- prefix cache for scoring many continuations of one context ------------------------------
     def plain_layers(self) -> bool:
-        """Whether this model's forward is GPT's own over plain pre-norm blocks with full causal
+        """Whether this model's forward is GPT's own over plain pre-norm blocks with the baseline's
         attention: the cached path below re-implements exactly that computation, so a variant that
-        changes the forward, the blocks, the embedding, the window or the attention scaling keeps
-        the uncached path (the base class's default) instead of silently computing something else."""
+        changes the forward, the blocks, the embedding or the attention keeps the uncached path (the
+        base class's default) instead of silently computing something else."""
         return (type(self).forward is GPT.forward and type(self).embed is GPT.embed
-                and all(type(b) is Block and type(b.attn) is CausalSelfAttention and b.attn.window is None
-                        and b.attn.scaling is None for b in self.blocks))
+                and all(type(b) is Block and type(b.attn) is CausalSelfAttention for b in self.blocks))
 
     def read_prefix(self, idx: torch.Tensor, lengths: torch.Tensor) -> KVCache | None:
         if not self.plain_layers():

@@ -27,9 +27,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from research.models.gpt import Block, CausalSelfAttention, make_norm
+from research.models.gpt import Block, make_norm
 from research.models.layer_schedules import round_to
-from research.models.variant import VariantConfig, VariantGPT
+from research.models.variant import LayerAttention, VariantConfig, VariantGPT
 
 
 @dataclass
@@ -50,7 +50,7 @@ class ResidualRootConfig(VariantConfig):
 class ReadInBlock(Block):
     """The first block: attention whose keys and values come from the token embeddings."""
 
-    def __init__(self, cfg, attention: CausalSelfAttention, mlp: nn.Module, dim: int, memory_dim: int):
+    def __init__(self, cfg, attention: LayerAttention, mlp: nn.Module, dim: int, memory_dim: int):
         super().__init__(cfg, attention, mlp, dim=dim)
         self.norm_mem = make_norm(cfg.norm, memory_dim, cfg.bias)
 
@@ -72,7 +72,7 @@ class ResidualRootGPT(VariantGPT):
     def make_block(self, layer: int) -> nn.Module:
         if layer > 0:
             return super().make_block(layer)
-        attention = CausalSelfAttention(self.cfg, **self.attention_kwargs(0), kv_dim=self.cfg.n_embd)
+        attention = LayerAttention(self.cfg, **self.attention_kwargs(0), kv_dim=self.cfg.n_embd)
         return ReadInBlock(self.cfg, attention, self.make_mlp(0), self.cfg.d_model, self.cfg.n_embd)
 
     def add_stream_modules(self) -> None:

@@ -6,8 +6,8 @@ routes every per-layer choice through a small hook, so one variant is one file t
 hook and variants compose by multiple inheritance (each hook calls `super()`):
 
 - `layer_width(i)`, `layer_ff(i)`: residual width and feed-forward width of layer i (tapered);
-- `attention_kwargs(i)`: extra arguments of layer i's attention, e.g. its window (windowed) or
-  head count (layer-wise scaling);
+- `attention_kwargs(i)`: the arguments of layer i's `LayerAttention`, e.g. its window (windowed)
+  or head count (layer-wise scaling);
 - `cfg.unique_layers()` and `make_block(i)`: how many distinct blocks exist; `self.blocks` holds
   one entry per applied layer, and a shared block appears several times (shared);
 - `step_input(i, x)`: what happens to the stream before application i (a step embedding, a width
@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from research.models.gpt import GPT, MLP, Block, CausalSelfAttention, GPTConfig
+from research.models.window_attention import band_mask, window_attention
 
 
 @dataclass
@@ -34,6 +35,38 @@ class VariantConfig(GPTConfig):
     def unique_layers(self) -> int:
         """Number of distinct blocks (per-layer lists such as windows have this many entries)."""
         return self.n_layer
+
+
+class LayerAttention(CausalSelfAttention):
+    """The attention of one layer of a variant: the baseline's, with the layer's own sizes and reach.
+
+    `dim` is the layer's residual width; `n_head` / `head_dim` give an inner width n_head * head_dim
+    other than `dim` (OpenELM's layer-wise head scaling; plain multi-head then); with `window` each
+    query sees only the last `window` positions; with `kv_dim` keys and values read another stream
+    of that width, given to `forward` as `memory` (residual_root's read-in block). With none of
+    them it computes what the baseline's attention does, with the same parameters.
+    """
+
+    def __init__(self, cfg: GPTConfig, dim: int, n_head: int | None = None, head_dim: int | None = None,
+                 window: int | None = None, kv_dim: int | None = None):
+        nn.Module.__init__(self)  # not the baseline's __init__, which would build the baseline's sizes
+        self.build(cfg, dim=dim, n_head=n_head or cfg.n_head, n_kv_head=n_head or cfg.n_kv_head or cfg.n_head,
+                   head_dim=head_dim or dim // cfg.n_head, kv_dim=kv_dim or dim)
+        self.window = window
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Causal attention, limited to the layer's window when it has one."""
+        return window_attention(q, k, v, self.window, self.dropout if self.training else 0.0,
+                                enable_gqa=self.n_kv_head != self.n_head)
+
+    def visible(self, T: int, device) -> torch.Tensor:
+        return super().visible(T, device) if self.window is None else band_mask(T, self.window, device)
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor | None = None) -> torch.Tensor:
+        """Self-attention, or with `memory` (same length as x) keys and values come from it."""
+        B, T, _ = x.shape
+        y = self.attend(*self.split_heads(x, x if memory is None else memory))  # (B, H, T, hd)
+        return self.resid_drop(self.proj(y.transpose(1, 2).reshape(B, T, self.inner)))
 
 
 class VariantGPT(GPT):
@@ -58,7 +91,7 @@ class VariantGPT(GPT):
         return {"dim": self.layer_width(layer)}
 
     def make_attention(self, layer: int) -> nn.Module:
-        return CausalSelfAttention(self.cfg, **self.attention_kwargs(layer))
+        return LayerAttention(self.cfg, **self.attention_kwargs(layer))
 
     def make_mlp(self, layer: int) -> nn.Module:
         return MLP(self.cfg, dim=self.layer_width(layer), hidden=self.layer_ff(layer))

@@ -160,8 +160,8 @@ def test_eval_beyond_the_training_length(pos):
 
     torch.manual_seed(0)
     T, V = 8, 5
-    cfg = RunConfig.from_dict({"model": {"arch": "gpt", "n_layer": 1, "n_head": 2, "n_embd": 16, "block_size": T,
-                                         "pos": pos, "attn_sum_power": 0.5}})
+    cfg = RunConfig.from_dict({"model": {"arch": "attention_scaling", "n_layer": 1, "n_head": 2, "n_embd": 16,
+                                         "block_size": T, "pos": pos, "attn_sum_power": 0.5}})
     model = build_model(cfg.model, V).eval()
     tokens = np.random.default_rng(0).integers(0, V, size=400)
     ctx = EvalContext(model=model, tokenizer=None, config=cfg, load_tokens=lambda split: tokens)

@@ -1,6 +1,7 @@
-"""Attention that depends on the visible count n_t (model.attn_scaling), against a plain einsum
-implementation written here: every layer of GPT, Llama (grouped-query) and per-layer windows, for
-sum powers p in {0, 0.5, 1}, learned per-head powers and Scalable-Softmax's log n logits."""
+"""Attention that depends on the visible count n_t (model.arch attention_scaling), against a plain
+einsum implementation written here: every layer of the variant over GPT, with grouped-query
+attention and with per-layer windows, for sum powers p in {0, 0.5, 1}, learned per-head powers and
+Scalable-Softmax's log n logits; and older configs that scaled `arch: gpt` loading as the variant."""
 
 from __future__ import annotations
 
@@ -9,16 +10,19 @@ import math
 import pytest
 import torch
 
+from research import cell
+from research.checkpoint import load_run_config
 from research.config import RunConfig
 from research.errors import ConfigError
 from research.models import build_model
 from research.models.gpt import CausalSelfAttention
 
 ARCHS = {
-    "gpt": {"arch": "gpt", "n_layer": 2, "n_head": 2, "n_embd": 16, "block_size": 16, "pos": "rope"},
-    "llama_gqa": {"arch": "llama", "n_layer": 2, "n_head": 4, "n_kv_head": 2, "n_embd": 32, "block_size": 16},
-    "windowed": {"arch": "windowed", "n_layer": 3, "n_head": 2, "n_embd": 16, "block_size": 16, "windows": [3, 16, 5],
-                 "pos": "none"},
+    "gpt": {"arch": "attention_scaling", "n_layer": 2, "n_head": 2, "n_embd": 16, "block_size": 16, "pos": "rope"},
+    "gqa": {"arch": "attention_scaling", "n_layer": 2, "n_head": 4, "n_kv_head": 2, "n_embd": 32, "block_size": 16,
+            "pos": "rope", "norm": "rmsnorm", "mlp": "swiglu"},
+    "windowed": {"arch": "attention_scaling_windowed", "n_layer": 3, "n_head": 2, "n_embd": 16, "block_size": 16,
+                 "windows": [3, 16, 5], "pos": "none"},
 }
 SETTINGS = {
     "p=0": {"attn_sum_power": 0.0},
@@ -33,9 +37,10 @@ def reference(layer: CausalSelfAttention, x: torch.Tensor, setting: dict) -> tor
     """out_t = n_t^p sum_j softmax_j(c_t q_t.k_j / sqrt(d)) v_j over the visible j, by einsum.
 
     c_t = s_h log n_t for log_n (else 1); p per head. Only the projections (and rotary) come
-    from the layer; masking, scaling, softmax and weighting are computed here."""
+    from the layer (the baseline's split, before the variant scales the queries); masking, scaling,
+    softmax and weighting are computed here."""
     B, T, _ = x.shape
-    q, k, v = layer.split_heads(x)  # (B, H, T, hd), (B, Hkv, T, hd)
+    q, k, v = CausalSelfAttention.split_heads(layer, x, x)  # (B, H, T, hd), (B, Hkv, T, hd)
     rep = q.shape[1] // k.shape[1]
     k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
     t = torch.arange(T)
@@ -49,8 +54,8 @@ def reference(layer: CausalSelfAttention, x: torch.Tensor, setting: dict) -> tor
         scores = scores * (s[:, None] * n.log()[None, :])[None, :, :, None]
     weights = scores.masked_fill(~visible, float("-inf")).softmax(-1)
     if setting.get("attn_scaling") != "log_n":
-        p = (layer.scaling.power.detach().double() if layer.scaling is not None
-             else torch.full((q.shape[1],), float(setting["attn_sum_power"]), dtype=torch.float64))
+        p = layer.scaling.power.detach().double()
+        assert p.tolist() == [float(setting["attn_sum_power"])] * q.shape[1] or "attn_sum_power_learned" in setting
         weights = weights * (n[None, :] ** p[:, None])[None, :, :, None]
     y = torch.einsum("bhts,bhsd->bhtd", weights, v.double())
     y = y.transpose(1, 2).reshape(B, T, -1)
@@ -84,12 +89,14 @@ def test_every_layer_matches_einsum_reference(arch, setting):
 
 
 def test_zero_power_is_the_baseline_model():
+    """p = 0, fixed, is the baseline GPT: the same parameters from the same seed, the same logits."""
     torch.manual_seed(0)
-    base = build_model(RunConfig.from_dict({"model": ARCHS["gpt"]}).model, 11)
+    base = build_model(RunConfig.from_dict({"model": {**ARCHS["gpt"], "arch": "gpt"}}).model, 11)
     torch.manual_seed(0)
     same = build_model(RunConfig.from_dict({"model": {**ARCHS["gpt"], "attn_sum_power": 0.0}}).model, 11)
-    assert all(layer.scaling is None for layer in layers_of(same))
     assert base.state_dict().keys() == same.state_dict().keys() and base.num_params() == same.num_params()
+    idx = torch.randint(0, 11, (2, 16))
+    torch.testing.assert_close(same.eval()(idx), base.eval()(idx), rtol=0, atol=0)
     learned = build_model(RunConfig.from_dict({"model": {**ARCHS["gpt"], "attn_sum_power_learned": True}}).model, 11)
     assert learned.num_params() == base.num_params() + 2 * 2  # one p per head and layer
 
@@ -150,3 +157,34 @@ def test_gpu_kernels_match_the_cpu_reference(setting):
         with torch.no_grad():
             got = layer.cuda()(x.cuda()).double().cpu()
         torch.testing.assert_close(got, want, rtol=2e-3, atol=2e-3)
+
+
+#: what `arch: gpt` stored in config.yaml before attention scaling was its own variant (every default filled in)
+OLD_GPT = {"arch": "gpt", "match_params": None, "n_layer": 2, "n_head": 2, "n_kv_head": None, "n_embd": 16,
+           "d_ff": None, "block_size": 16, "dropout": 0.0, "pos": "rope", "norm": "layernorm", "mlp": "gelu",
+           "bias": False, "tie_embeddings": True, "rope_base": 10000.0, "attn_scaling": "sum_power",
+           "attn_sum_power": 0.0, "attn_sum_power_learned": False}
+
+
+@pytest.mark.parametrize("old, arch", [
+    ({}, "gpt"),
+    ({"attn_sum_power": 0.5}, "attention_scaling"),
+    ({"attn_scaling": "log_n"}, "attention_scaling"),
+    ({"arch": "windowed", "windows": [3, 16], "window_min": 16, "window_max": None, "attn_sum_power_learned": True},
+     "attention_scaling_windowed"),
+])
+def test_older_cell_configs_load_as_the_variant(tmp_path, old, arch):
+    """A cell written before the move loads with the same settings, and its config.yaml is rewritten once."""
+    cell.write_config(tmp_path, {"model": {**OLD_GPT, **old}})
+    model = load_run_config(tmp_path).model
+    assert model.arch == arch
+    stored = cell.read_config(tmp_path)["model"]
+    assert stored["arch"] == arch and (arch != "gpt") == ("attn_sum_power" in stored)
+    for key in ("attn_scaling", "attn_sum_power", "attn_sum_power_learned", "windows", "pos"):
+        if key in stored:
+            assert getattr(model, key) == {**OLD_GPT, **old}[key]
+
+
+def test_the_baseline_refuses_scaling_keys():
+    with pytest.raises(ConfigError, match="model.attn_sum_power: unknown key"):
+        RunConfig.from_dict({"model": {**ARCHS["gpt"], "arch": "gpt", "attn_sum_power": 0.5}})

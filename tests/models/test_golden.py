@@ -54,10 +54,8 @@ def one_thread():
 
 #: settings beyond a model's defaults, each with its own stored curve: key -> (arch, model keys, train keys)
 SETTINGS = {
-    "gpt attn_sum_power=0.5": ("gpt", {"attn_sum_power": 0.5}, {}),
-    "gpt attn_sum_power_learned": ("gpt", {"attn_sum_power": 0.5, "attn_sum_power_learned": True}, {}),
-    "gpt attn_scaling=log_n": ("gpt", {"attn_scaling": "log_n"}, {}),
-    "windowed attn_sum_power=1": ("windowed", {"attn_sum_power": 1.0}, {}),
+    "attention_scaling attn_sum_power_learned": ("attention_scaling", {"attn_sum_power_learned": True}, {}),
+    "attention_scaling attn_scaling=log_n": ("attention_scaling", {"attn_scaling": "log_n", "attn_sum_power": 0.0}, {}),
     "gpt optimizer=tangent": ("gpt", {}, {"optimizer": "tangent"}),
 }
 

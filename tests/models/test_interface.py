@@ -15,7 +15,7 @@ import torch
 from research.models import MODELS, build_model
 from research.models.base import LanguageModel
 from research.models.gpt import GPT, CausalSelfAttention, GPTConfig
-from research.models.variant import VariantConfig, VariantGPT
+from research.models.variant import LayerAttention, VariantConfig, VariantGPT
 
 VOCAB = 29
 
@@ -52,8 +52,8 @@ def test_every_parameter_takes_part_in_the_loss(model):
 
 
 def test_a_variant_with_no_hook_overridden_is_the_baseline():
-    """Same attention class, so the same state dict: GPT's weights load into the variant base and
-    give the same logits."""
+    """The variant base's attention is the baseline's with per-layer sizes (LayerAttention), so the
+    same state dict: GPT's weights load into the variant base and give the same logits."""
     cfg = dict(n_layer=2, n_head=4, n_kv_head=2, n_embd=32, block_size=16, pos="rope", mlp="swiglu")
     torch.manual_seed(0)
     gpt = GPT(GPTConfig(**cfg), VOCAB).eval()
@@ -62,7 +62,8 @@ def test_a_variant_with_no_hook_overridden_is_the_baseline():
     var.load_state_dict(gpt.state_dict())
     idx = torch.randint(0, VOCAB, (2, 16))
     torch.testing.assert_close(var(idx), gpt(idx), rtol=0, atol=0)
-    assert {type(b.attn) for b in var.blocks} == {type(b.attn) for b in gpt.blocks} == {CausalSelfAttention}
+    assert {type(b.attn) for b in gpt.blocks} == {CausalSelfAttention}
+    assert {type(b.attn) for b in var.blocks} == {LayerAttention}
 
 
 def test_weights_saved_with_a_fused_qkv_projection_still_load():

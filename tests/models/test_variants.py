@@ -22,11 +22,11 @@ from research.config import RunConfig
 from research.errors import ConfigError
 from research.models import MODELS, build_model
 from research.models.combined import SharedWindowedGPT
-from research.models.gpt import GPT, CausalSelfAttention, GPTConfig
+from research.models.gpt import GPT, GPTConfig
 from research.models.layer_schedules import layer_values
 from research.models.residual_root import ResidualRootConfig, ResidualRootGPT
 from research.models.tapered import TaperedConfig, TaperedGPT
-from research.models.variant import VariantConfig, VariantGPT
+from research.models.variant import LayerAttention, VariantConfig, VariantGPT
 from research.models.weight_sharing import SharedConfig, SharedGPT
 from research.models.window_attention import band_mask, window_attention
 from research.models.windowed import WindowedConfig, WindowedGPT
@@ -114,7 +114,7 @@ def test_window_attention_matches_dense_reference():
 def test_window_layer_ignores_tokens_outside_its_window(window):
     """Layer output at i moves with its input at i-w+1 and not at i-w."""
     torch.manual_seed(0)
-    attn = CausalSelfAttention(GPTConfig(**SMALL, pos="rope"), dim=16, window=window).eval()
+    attn = LayerAttention(GPTConfig(**SMALL, pos="rope"), dim=16, window=window).eval()
     x = torch.randn(1, 12, 16)
     i = 11
     base = attn(x)[0, i]
