@@ -15,11 +15,16 @@ For the validation split (and the test split, where the corpus has one) it repor
 - `<split>_tokens`: tokens scored.
 
 The stream is the cell's tokenized split (document, EOT, document, EOT, ...), scored with
-`evals.scoring.stream_loss`: windows of the model's block_size advancing by `stride` (default: the
-window, i.e. non-overlapping, the same number as the trainer's final `val_loss`); a smaller stride
-gives every token more context. Recurrent models carry their state across the split instead
-(research.evaluation.split_loss), where a stride has no meaning. With `max_tokens`, only the first
-`max_tokens` predictions are scored and bytes per token is the whole split's average.
+`research.evaluation.split_loss`, the trainer's own: windows of the model's block_size advancing by
+`stride` (default: the window, i.e. non-overlapping, the same number as the trainer's final
+`val_loss`); a smaller stride gives every token more context. The last window starts at a multiple
+of the stride and may be short (the Hugging Face perplexity guide's rule; see that module for why
+not lm-eval's slid-back last window). Recurrent models carry their state across the split instead,
+where a stride has no meaning. With `max_tokens`, only the first `max_tokens` predictions are
+scored and bytes per token is the whole split's average.
+
+Version 2: the ragged tail is scored with the short last window; version 1 slid that window back
+to full length, so its figures differ in the last (tokens - 1) mod stride predictions.
 """
 
 from __future__ import annotations
@@ -28,13 +33,13 @@ import math
 from dataclasses import dataclass
 
 from evals.base import EvalContext, EvalResult
-from evals.scoring import stream_loss
 from research.checks import ranged
 from research.config import build
 from research.errors import ConfigError
+from research.evaluation import split_loss
 
 NAME = "perplexity"
-VERSION = 1
+VERSION = 2
 
 
 @dataclass
@@ -75,13 +80,8 @@ def evaluate(ctx: EvalContext, options: dict) -> EvalResult:
             continue
         if len(tokens) < 2:
             continue
-        if recurrent:
-            from research.evaluation import split_loss
-
-            res = split_loss(model, tokens, window, opts.batch_size, ctx.device, opts.max_tokens,
-                             eot_id=ctx.tokenizer.eot_id)
-        else:
-            res = stream_loss(model, tokens, window, opts.stride, opts.batch_size, ctx.device, opts.max_tokens)
+        res = split_loss(model, tokens, window, opts.batch_size, ctx.device, opts.max_tokens,
+                         eot_id=ctx.tokenizer.eot_id, stride=None if recurrent else opts.stride)
         loss = res.nats / max(1, res.tokens)
         metrics[f"{split}_loss"] = loss
         metrics[f"{split}_ppl"] = math.exp(min(loss, 700.0))

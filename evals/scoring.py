@@ -19,8 +19,9 @@ tokens and their count. It follows lm-evaluation-harness's `loglikelihood` reque
   model keeps a prefix cache (`read_prefix`), and only the scored positions are projected to
   logits (`score_shared_prefixes`, `scored_logits`).
 
-`stream_loss` is the strided loss over a flat token stream (the perplexity eval); `features` and
-`pooled_features` read the input of `model.lm_head` (the final hidden state) for linear probes.
+The strided loss over a flat token stream (the perplexity eval) is `research.evaluation.split_loss`,
+the trainer's own; `features` and `pooled_features` read the input of `model.lm_head` (the final
+hidden state) for linear probes.
 """
 
 from __future__ import annotations
@@ -253,58 +254,6 @@ def sentence_logprobs(model, tokenizer, sentences: Sequence[str], batch_size: in
                       device: str = "cpu") -> list[Score]:
     """Log-probability of each whole sentence, read from a document boundary (EOT) onwards."""
     return score_continuations(model, tokenizer, [("", s) for s in sentences], batch_size, device)
-
-
-@dataclass
-class StreamLoss:
-    nats: float  # summed negative log-likelihood
-    tokens: int  # tokens predicted (every token of the stream but the first, once each)
-
-
-@torch.no_grad()
-def stream_loss(model, tokens, window: int, stride: int | None = None, batch_size: int = 16,
-                device: str = "cpu", max_tokens: int | None = None) -> StreamLoss:
-    """Strided sliding-window loss over a flat token stream (the HF `perplexity` guide's method).
-
-    Windows of `window` input tokens advance by `stride`; each scores only the targets no earlier
-    window scored, so every token after the first is predicted once, with at least
-    `window - stride` tokens of context (except near the start). stride = window gives
-    non-overlapping windows, the same numbers as research.evaluation.split_loss; a smaller stride
-    costs window/stride times more compute for a lower (more context) loss.
-    """
-    stride = window if stride is None else stride
-    if not 1 <= stride <= window:
-        raise ValueError(f"stride must be in [1, window={window}], got {stride}")
-    tokens = np.asarray(tokens if max_tokens is None else tokens[: max_tokens + 1], dtype=np.int64)
-    last = len(tokens) - 1  # index of the last target
-    spans = []  # (input start, input end = last target index, targets scored)
-    done = 0  # targets 1..done are scored
-    while done < last:
-        end = min(last, window if done == 0 else done + stride)
-        start = max(0, end - window)
-        spans.append((start, end, end - done))
-        done = end
-    nats, count = 0.0, 0
-    was_training = model.training
-    model.eval()
-    try:
-        for b in range(0, len(spans), batch_size):
-            batch = spans[b : b + batch_size]
-            width = max(e - s for s, e, _ in batch)
-            x = torch.zeros(len(batch), width, dtype=torch.long)
-            y = torch.zeros(len(batch), width, dtype=torch.long)
-            mask = torch.zeros(len(batch), width, dtype=torch.bool)
-            for r, (s, e, n) in enumerate(batch):
-                L = e - s
-                x[r, :L] = torch.from_numpy(tokens[s:e])
-                y[r, :L] = torch.from_numpy(tokens[s + 1 : e + 1])
-                mask[r, L - n : L] = True
-            nll = token_nats(model(x.to(device)), y.to(device))
-            nats += nll.masked_fill(~mask.to(device), 0.0).sum().item()
-            count += int(mask.sum())
-    finally:
-        model.train(was_training)
-    return StreamLoss(nats, count)
 
 
 def features(model, idx: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,8 @@ from research.per_position import loss_by_position, sample_windows
 
 
 class Throughput(L.Callback):
-    """Training time (validation excluded) and tokens per second, logged every `log_every` steps.
+    """Training time (validation excluded) and tokens per second, logged every `log_every` steps
+    into LMModule's row of the step (`log_step`).
 
     Timing with `perf_counter` between logging steps costs no device synchronisation beyond the
     one the loss logging already does. The counts travel in the checkpoint (`state_dict`), so a
@@ -66,7 +67,7 @@ class Throughput(L.Callback):
             self._pause()
             self._t0 = time.perf_counter()
             steps, secs = self.steps - self._last[0], self.train_s - self._last[1]
-            pl_module.log("perf/tokens_per_s", steps * self.tokens_per_step / max(secs, 1e-9))
+            pl_module.log_step("perf/tokens_per_s", steps * self.tokens_per_step / max(secs, 1e-9))
             self._last = (self.steps, self.train_s)
 
     def on_validation_start(self, trainer, pl_module):

@@ -1,7 +1,22 @@
-"""Exact loss over a whole split: every token predicted once, in order.
+"""Exact loss over a whole split: every token but the first predicted once, in order.
 
-Non-overlapping windows of `seq_len + 1` tokens (each window's first token is context only);
-recurrent models read the split as parallel streams and carry their state across windows, as
+This is the one rolling loss of the harness: the trainer's final `val_loss`/`test_loss`, the
+perplexity eval and the cross-corpus eval all call `split_loss`. Window models read the split in
+windows of `seq_len` inputs whose starts advance by `stride` (default `seq_len`: non-overlapping);
+each window scores only the targets no earlier window scored, so with a smaller stride every
+target after the first window has at least `seq_len - stride` tokens of context, at
+`seq_len / stride` times the compute (the Hugging Face perplexity guide's strided method,
+https://huggingface.co/docs/transformers/perplexity, without its one unscored token per window).
+
+The ragged tail: window starts are multiples of the stride, so the last window may be short
+and its targets keep the context the stride gives every other window, no more (the guide's
+choice). lm-evaluation-harness's `loglikelihood_rolling` slides its last window back to full
+length instead; we do not, so that the default reading is exactly the non-overlapping windows
+a recurrent or window model was validated on during training, and the perplexity eval's
+default equals the trainer's `val_loss`. The two differ only in the context of the last
+`(len - 1) mod stride` targets.
+
+Recurrent models read the split as parallel streams and carry their state across windows, as
 in training. The result is the sum of nats and the number of predicted tokens, so callers can
 turn it into nats per token, perplexity, or bits per byte with the split's byte count.
 """
@@ -40,7 +55,14 @@ class SplitLoss:
 
 @torch.no_grad()
 def split_loss(model, tokens: np.ndarray, seq_len: int, batch_size: int = 32, device="cpu",
-               max_tokens: int | None = None, eot_id: int | None = None) -> SplitLoss:
+               max_tokens: int | None = None, eot_id: int | None = None, stride: int | None = None) -> SplitLoss:
+    """With `max_tokens`, only the first `max_tokens` predictions are scored. `stride` is for
+    window models only: a recurrent model's state already carries the whole past."""
+    if stride is not None and model.recurrent:
+        raise ValueError("stride: a recurrent model carries its state across the split; it has no windows")
+    stride = seq_len if stride is None else stride
+    if not 1 <= stride <= seq_len:
+        raise ValueError(f"stride must be in [1, seq_len={seq_len}], got {stride}")
     was_training = model.training
     model.eval()
     # a slice of the memory-mapped split: windows are read (and widened to int64) one batch at a time
@@ -49,7 +71,7 @@ def split_loss(model, tokens: np.ndarray, seq_len: int, batch_size: int = 32, de
     try:
         if model.recurrent:
             return _stream_loss(model, tokens, seq_len, batch_size, device, eot_id)
-        return _window_loss(model, tokens, seq_len, batch_size, device)
+        return _window_loss(model, tokens, seq_len, stride, batch_size, device)
     finally:
         model.train(was_training)
 
@@ -58,20 +80,34 @@ def _long(ids: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.asarray(ids, dtype=np.int64))
 
 
-def _window_loss(model, tokens, seq_len, batch_size, device) -> SplitLoss:
-    n_windows = (len(tokens) - 1) // seq_len
+def _window_loss(model, tokens, seq_len, stride, batch_size, device) -> SplitLoss:
+    """Windows start at 0, stride, 2 stride, ... until one reaches the last target; window k's
+    inputs are tokens[start : end] (end = min(start + seq_len, last)) and it scores the targets
+    after the previous window's end. Only the last window can be short; the full ones are read
+    in batches (one fancy index each), the short one alone."""
+    last = len(tokens) - 1  # index of the last target
+    if last < 1:
+        return SplitLoss(0.0, 0)
+    n = 1 + max(0, -(-(last - seq_len) // stride))  # the fewest windows whose last one reaches `last`
+    starts = np.arange(n) * stride
+    ends = np.minimum(starts + seq_len, last)
+    scored = ends - np.concatenate([[0], ends[:-1]])  # targets each window adds
+    full = n if ends[-1] - starts[-1] == seq_len else n - 1
     nats, count = 0.0, 0
-    starts = np.arange(n_windows) * seq_len
-    rest = (len(tokens) - 1) - n_windows * seq_len
-    for i in range(0, n_windows, batch_size):
-        idx = starts[i : i + batch_size, None] + np.arange(seq_len + 1)[None, :]
+    for i in range(0, full, batch_size):
+        rows = slice(i, min(i + batch_size, full))
+        idx = starts[rows, None] + np.arange(seq_len + 1)[None, :]
         chunk = _long(tokens[idx]).to(device)
-        nats += token_nats(model(chunk[:, :-1]), chunk[:, 1:]).sum().item()
-        count += chunk[:, 1:].numel()
-    if rest > 0:  # the tail shorter than one window
-        chunk = _long(tokens[n_windows * seq_len :][None, :]).to(device)
-        nats += token_nats(model(chunk[:, :-1]), chunk[:, 1:]).sum().item()
-        count += chunk.shape[1] - 1
+        nll = token_nats(model(chunk[:, :-1]), chunk[:, 1:])
+        if stride < seq_len:  # a window scores only its last `scored` targets
+            keep = torch.arange(seq_len)[None, :] >= torch.from_numpy(seq_len - scored[rows])[:, None]
+            nll = nll.masked_fill(~keep.to(device), 0.0)
+        nats += nll.sum().item()
+        count += int(scored[rows].sum())
+    if full < n:  # the short last window
+        chunk = _long(tokens[starts[-1] :][None, :]).to(device)
+        nats += token_nats(model(chunk[:, :-1]), chunk[:, 1:])[:, -scored[-1] :].sum().item()
+        count += int(scored[-1])
     return SplitLoss(nats, count)
 
 

@@ -9,6 +9,12 @@ Recurrent models (`model.recurrent`) get contiguous streams and truncated back-p
 through time: the hidden state is carried (detached) from one batch to the next and reset at
 each epoch's start. A non-finite loss stops the run with `DivergedError` (checked on logging
 steps only, so the hot loop has no per-step host synchronisation).
+
+The per-step row (`train/loss`, `train/grad_norm`, `lr`, `train/forget`, `perf/tokens_per_s`)
+bypasses Lightning's `self.log`: each of its calls costs about a millisecond of Python (a result
+collection per key, moved between devices), as much as a whole step of a tiny model. The values
+are queued with `log_step` on logging steps only and written as one row at the batch's end, to
+the same loggers, at the step and with the float32 rounding and `epoch` column `self.log` gave.
 """
 
 from __future__ import annotations
@@ -57,6 +63,27 @@ class LMModule(L.LightningModule):
         self._train_loss = torch.compile(model_loss) if compile_ else model_loss
         #: train.forget's term (research.forget.ForgetTerm), set by the trainer, which has the tokenizer
         self.forget = None
+        self._row: dict = {}  # this step's metrics, written by on_train_batch_end
+        #: whether the batch being trained writes a row (set at its start)
+        self.logging_step = False
+
+    # Lightning sets `_current_fx_name` around every hook it calls (about 45 times a step);
+    # nn.Module.__setattr__'s checks for parameters and submodules cost more than the hook itself
+    # in a tiny model, and a string is neither (Lightning's own `_ResultMetric` skips them too).
+    def __setattr__(self, name: str, value) -> None:
+        if name == "_current_fx_name":
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
+    # -- the per-step row -------------------------------------------------------------------------
+    def on_train_batch_start(self, batch, batch_idx):
+        # the last batch of every `train.log_every` logs (Lightning's `log_every_n_steps` rule)
+        self.logging_step = (self.global_step + 1) % self.cfg.train.log_every == 0
+
+    def log_step(self, name: str, value) -> None:
+        """Queue `value` (a number or a scalar tensor) for this logging step's row."""
+        self._row[name] = value
 
     # -- loss -----------------------------------------------------------------------------------
     @staticmethod
@@ -82,15 +109,15 @@ class LMModule(L.LightningModule):
             loss = self._train_loss(*batch)
         if self.forget is not None:
             term = self.forget(self.model, self.global_step)
-            if (self.global_step + 1) % self.cfg.train.log_every == 0:
-                self.log("train/forget", term, on_step=True)
+            if self.logging_step:
+                self.log_step("train/forget", term)
             loss = loss + term
-        # Logged on logging steps only: each self.log call costs about a millisecond of Python,
-        # as much as a whole training step of a tiny model.
-        if (self.global_step + 1) % self.cfg.train.log_every == 0:
+        if self.logging_step:
+            self.log_step("train/loss", loss)
             # the progress bar reads its values back with .item() at every batch end, a host
             # sync per step: only feed it when one is shown
-            self.log("train/loss", loss, on_step=True, prog_bar=self.trainer.progress_bar_callback is not None)
+            if self.trainer.progress_bar_callback is not None:
+                self.log("train/loss", loss, prog_bar=True, logger=False)
             if not torch.isfinite(loss):
                 raise DivergedError(f"loss became {loss.item()} at step {self.global_step + 1}")
         return loss
@@ -111,17 +138,38 @@ class LMModule(L.LightningModule):
         if clip is None:
             return
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
-        if (self.global_step + 1) % self.cfg.train.log_every == 0:
-            self.log("train/grad_norm", norm, on_step=True)
+        if self.logging_step:
+            self.log_step("train/grad_norm", norm)
 
     def on_train_batch_end(self, outputs, batch, batch_idx):
-        if (self.global_step % self.cfg.train.log_every) == 0:
-            self.log("lr", self.optimizers().param_groups[0]["lr"], on_step=True)
+        """Write the step's row; the module's hook runs after the callbacks' (Throughput queues
+        its rate there). `lr` is read after the scheduler stepped: the rate of the next step."""
+        if not self.logging_step:
+            self._row.clear()  # a callback's value queued off a logging step is not written
+            return
+        self.log_step("lr", self.optimizers().param_groups[0]["lr"])
+        row = {name: _scalar(v) for name, v in self._row.items()}
+        row["epoch"] = self.current_epoch
+        self._row = {}
+        for logger in self.trainer.loggers:
+            # the batches stepped before this one, the step Lightning gives its own rows
+            logger.log_metrics(row, step=self.trainer.fit_loop.epoch_loop._batches_that_stepped)
+            logger.save()
 
     def configure_optimizers(self):
         optimizer = build_optimizer(self.model, self.cfg.train)
         scheduler = build_scheduler(optimizer, self.cfg.train)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def _scalar(value) -> float:
+    """A logged value as `self.log` would write it: numbers through a float32 tensor, tensors
+    of other precisions in float32 (float64 kept)."""
+    if not isinstance(value, torch.Tensor):
+        value = torch.tensor(value, dtype=torch.float32)
+    elif value.dtype not in (torch.float32, torch.float64):
+        value = value.float()
+    return value.item()
 
 
 def _detach(state):

@@ -13,10 +13,8 @@ from evals.scoring import (
     score_continuations,
     score_token_pairs,
     sentence_logprobs,
-    stream_loss,
     windows_for,
 )
-from research.evaluation import split_loss
 from research.models.gpt import GPT
 from research.tokenizers.char import CharTokenizer
 from tests.evals.lookup_model import LookupModel, random_table
@@ -99,24 +97,6 @@ def test_results_do_not_depend_on_batch_size():
 def test_token_pairs_need_a_context_token():
     with pytest.raises(ValueError, match="EOT"):
         score_token_pairs(lookup(), [([], [3])])
-
-
-def test_stream_loss_matches_split_loss_and_scores_each_token_once():
-    m = tiny_gpt(block_size=16)
-    stream = np.random.default_rng(1).integers(0, TOK.vocab_size, 193)  # 12 whole windows of 16 targets
-    ref = split_loss(m, stream, seq_len=16)
-    got = stream_loss(m, stream, window=16, batch_size=5)
-    assert got.tokens == ref.tokens == 192
-    assert got.nats == pytest.approx(ref.nats, rel=1e-5)
-    assert stream_loss(m, stream, window=16, stride=4).tokens == 192
-    assert stream_loss(m, stream[:150], window=16, stride=16).tokens == 149  # a ragged tail is scored too
-    lk = lookup()  # context-free: the stride cannot change its loss
-    a, b = stream_loss(lk, stream, window=8), stream_loss(lk, stream, window=8, stride=3)
-    want = -sum(lk.logp(p, n) for p, n in zip(stream[:-1], stream[1:]))
-    assert a.nats == pytest.approx(want, rel=1e-5) and b.nats == pytest.approx(want, rel=1e-5)
-    assert stream_loss(m, stream, window=16, max_tokens=50).tokens == 50
-    with pytest.raises(ValueError):
-        stream_loss(m, stream, window=16, stride=17)
 
 
 def test_features_capture_the_lm_head_input():
