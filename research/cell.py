@@ -207,6 +207,7 @@ def move_train_options(config: dict) -> bool:
             if name in chosen and value is not None:
                 options = train.setdefault("options", {})
                 options.setdefault(name, {}).setdefault(new, value)
+    return True
 
 
 #: model keys every GPT-family config carried, filled in at these defaults, until attention scaling
